@@ -1,0 +1,185 @@
+package v1alpha1
+
+import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// RolloutPhase is the phase of an MTLSRollout.
+// +kubebuilder:validation:Enum=Pending;Progressing;Paused;Succeeded;RolledBack;Failed
+type RolloutPhase string
+
+const (
+	// RolloutPending: not started yet.
+	RolloutPending RolloutPhase = "Pending"
+	// RolloutProgressing: promoting namespaces.
+	RolloutProgressing RolloutPhase = "Progressing"
+	// RolloutPaused: spec.paused is true.
+	RolloutPaused RolloutPhase = "Paused"
+	// RolloutSucceeded: every selected namespace is promoted and soaked.
+	RolloutSucceeded RolloutPhase = "Succeeded"
+	// RolloutRolledBack: a promoted namespace failed and its previous mode was restored.
+	RolloutRolledBack RolloutPhase = "RolledBack"
+	// RolloutFailed: a promoted namespace failed and was left as it is.
+	RolloutFailed RolloutPhase = "Failed"
+)
+
+// NamespaceRolloutState is the state of one namespace in a rollout.
+// +kubebuilder:validation:Enum=Pending;Waiting;Promoted;Soaking;Succeeded;RolledBack;Failed
+type NamespaceRolloutState string
+
+const (
+	// NamespacePending: not yet considered.
+	NamespacePending NamespaceRolloutState = "Pending"
+	// NamespaceWaiting: waiting for its pods to be ready for promotion.
+	NamespaceWaiting NamespaceRolloutState = "Waiting"
+	// NamespacePromoted: set to the target mode.
+	NamespacePromoted NamespaceRolloutState = "Promoted"
+	// NamespaceSoaking: promoted, watched for soakDuration.
+	NamespaceSoaking NamespaceRolloutState = "Soaking"
+	// NamespaceSucceeded: promoted and soaked cleanly.
+	NamespaceSucceeded NamespaceRolloutState = "Succeeded"
+	// NamespaceRolledBack: failed and restored to its previous mode.
+	NamespaceRolledBack NamespaceRolloutState = "RolledBack"
+	// NamespaceFailed: failed and left as it is.
+	NamespaceFailed NamespaceRolloutState = "Failed"
+)
+
+// MTLSRolloutSpec says which namespaces to move to which mode, and how carefully.
+type MTLSRolloutSpec struct {
+	// targetMode is the mode namespaces are moved to; only STRICT for now.
+	// +optional
+	// +kubebuilder:default=STRICT
+	// +kubebuilder:validation:Enum=STRICT
+	TargetMode Mode `json:"targetMode,omitempty"`
+
+	// namespaceSelector selects the namespaces to promote.
+	// +required
+	NamespaceSelector metav1.LabelSelector `json:"namespaceSelector"`
+
+	// maxConcurrent is how many namespaces are promoted at a time. Defaults to 1.
+	// +optional
+	// +kubebuilder:default=1
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=1000
+	MaxConcurrent int32 `json:"maxConcurrent,omitempty"`
+
+	// soakDuration is the clean time a promoted namespace needs before the next step.
+	// Defaults to 5m.
+	// +optional
+	// +kubebuilder:default="5m"
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$`
+	// +kubebuilder:validation:MaxLength=64
+	SoakDuration *metav1.Duration `json:"soakDuration,omitempty"`
+
+	// plaintextWindow: a namespace is promoted only when none of its pods accepted a
+	// plaintext connection in this window. Defaults to 10m.
+	// +optional
+	// +kubebuilder:default="10m"
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$`
+	// +kubebuilder:validation:MaxLength=64
+	PlaintextWindow *metav1.Duration `json:"plaintextWindow,omitempty"`
+
+	// rollbackOnFailure restores a failed namespace's previous mode. Defaults to true.
+	// +optional
+	// +kubebuilder:default=true
+	RollbackOnFailure *bool `json:"rollbackOnFailure,omitempty"`
+
+	// paused stops the rollout from promoting more namespaces.
+	// +optional
+	Paused bool `json:"paused,omitempty"`
+}
+
+// NamespaceRolloutStatus is the rollout state of one namespace.
+type NamespaceRolloutStatus struct {
+	// name of the namespace.
+	// +required
+	// +kubebuilder:validation:MaxLength=63
+	Name string `json:"name"`
+
+	// state of the namespace in the rollout.
+	// +required
+	State NamespaceRolloutState `json:"state"`
+
+	// previousMode is the namespace policy's mode before promotion, restored on
+	// rollback.
+	// +optional
+	// +kubebuilder:validation:Enum=UNSET;STRICT;PERMISSIVE;DISABLE
+	PreviousMode Mode `json:"previousMode,omitempty"`
+
+	// since is when the namespace entered its state.
+	// +optional
+	Since *metav1.Time `json:"since,omitempty"`
+
+	// message says what the namespace waits for, or why it failed.
+	// +optional
+	// +kubebuilder:validation:MaxLength=1024
+	Message string `json:"message,omitempty"`
+}
+
+// MTLSRolloutStatus is the observed state of a rollout; all of its state is here, so
+// it survives operator restarts.
+type MTLSRolloutStatus struct {
+	// observedGeneration is the generation the status was computed for.
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+
+	// phase of the rollout.
+	// +optional
+	Phase RolloutPhase `json:"phase,omitempty"`
+
+	// namespaces is the state of each selected namespace.
+	// +optional
+	// +listType=map
+	// +listMapKey=name
+	// +kubebuilder:validation:MaxItems=10000
+	Namespaces []NamespaceRolloutStatus `json:"namespaces,omitempty"`
+
+	// conditions: Ready, Progressing and Stalled.
+	// +optional
+	// +listType=map
+	// +listMapKey=type
+	// +kubebuilder:validation:MaxItems=16
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+}
+
+// MTLSRollout moves a set of namespaces to STRICT in steps: it promotes a namespace
+// only once all its pods enforce their configuration with a ready certificate and no
+// plaintext was seen, watches it for soakDuration, and rolls it back if plaintext is
+// rejected.
+//
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:resource:scope=Cluster,shortName=mro,categories=meshtls
+// +kubebuilder:printcolumn:name="Target",type=string,JSONPath=`.spec.targetMode`
+// +kubebuilder:printcolumn:name="Phase",type=string,JSONPath=`.status.phase`
+// +kubebuilder:printcolumn:name="Paused",type=boolean,JSONPath=`.spec.paused`
+// +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+type MTLSRollout struct {
+	metav1.TypeMeta `json:",inline"`
+	// +optional
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	// spec is the rollout plan.
+	// +required
+	Spec MTLSRolloutSpec `json:"spec"`
+
+	// status is written by the operator.
+	// +optional
+	Status MTLSRolloutStatus `json:"status,omitempty"`
+}
+
+// MTLSRolloutList is a list of MTLSRollout.
+// +kubebuilder:object:root=true
+type MTLSRolloutList struct {
+	metav1.TypeMeta `json:",inline"`
+	// +optional
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []MTLSRollout `json:"items"`
+}
+
+func init() {
+	SchemeBuilder.Register(&MTLSRollout{}, &MTLSRolloutList{})
+}
