@@ -8,7 +8,7 @@ import (
 const MeshMTLSPolicyName = "default"
 
 // MeshMTLSPolicySpec is the mesh-wide mTLS policy.
-// +kubebuilder:validation:XValidation:rule="!(self.minimumMode == 'STRICT' && self.mode != 'STRICT') && !(self.minimumMode == 'PERMISSIVE' && self.mode == 'DISABLE')",messageExpression="'spec.mode ' + self.mode + ' is weaker than spec.minimumMode ' + self.minimumMode + ': raise spec.mode or lower spec.minimumMode'",fieldPath=".mode",reason=FieldValueInvalid
+// +kubebuilder:validation:XValidation:rule="!has(self.mode) || !has(self.minimumMode) || !(self.minimumMode == 'STRICT' && self.mode != 'STRICT') && !(self.minimumMode == 'PERMISSIVE' && self.mode == 'DISABLE')",messageExpression="'spec.mode ' + self.mode + ' is weaker than spec.minimumMode ' + self.minimumMode + ': raise spec.mode or lower spec.minimumMode'",fieldPath=".mode",reason=FieldValueInvalid
 type MeshMTLSPolicySpec struct {
 	// mode is the mTLS mode of every meshed pod that no namespace or workload policy
 	// decides for: STRICT, PERMISSIVE or DISABLE. Defaults to PERMISSIVE.
@@ -77,7 +77,7 @@ type IssuerReference struct {
 }
 
 // CertificateSettings shapes the workload certificates.
-// +kubebuilder:validation:XValidation:rule="duration(self.renewBefore) < duration(self.duration)",message="spec.certificate.renewBefore must be shorter than spec.certificate.duration",fieldPath=".renewBefore",reason=FieldValueInvalid
+// +kubebuilder:validation:XValidation:rule="!has(self.renewBefore) || !has(self.duration) || duration(self.renewBefore) < duration(self.duration)",message="spec.certificate.renewBefore must be shorter than spec.certificate.duration",fieldPath=".renewBefore",reason=FieldValueInvalid
 type CertificateSettings struct {
 	// duration is how long a workload certificate is valid. Defaults to 24h.
 	// +optional
@@ -116,8 +116,8 @@ const (
 )
 
 // PrivateKeySettings is the algorithm and size of a private key.
-// +kubebuilder:validation:XValidation:rule="!has(self.size) || self.algorithm != 'ECDSA' || self.size in [256, 384, 521]",message="spec.certificate.privateKey.size must be 256, 384 or 521 for ECDSA",fieldPath=".size",reason=FieldValueInvalid
-// +kubebuilder:validation:XValidation:rule="!has(self.size) || self.algorithm != 'RSA' || self.size in [2048, 3072, 4096]",message="spec.certificate.privateKey.size must be 2048, 3072 or 4096 for RSA",fieldPath=".size",reason=FieldValueInvalid
+// +kubebuilder:validation:XValidation:rule="!has(self.size) || !has(self.algorithm) || self.algorithm != 'ECDSA' || self.size in [256, 384, 521]",message="spec.certificate.privateKey.size must be 256, 384 or 521 for ECDSA",fieldPath=".size",reason=FieldValueInvalid
+// +kubebuilder:validation:XValidation:rule="!has(self.size) || !has(self.algorithm) || self.algorithm != 'RSA' || self.size in [2048, 3072, 4096]",message="spec.certificate.privateKey.size must be 2048, 3072 or 4096 for RSA",fieldPath=".size",reason=FieldValueInvalid
 type PrivateKeySettings struct {
 	// algorithm is ECDSA (default), RSA or Ed25519.
 	// +optional
@@ -185,7 +185,7 @@ type MeshMTLSPolicyStatus struct {
 // +kubebuilder:object:root=true
 // +kubebuilder:subresource:status
 // +kubebuilder:resource:scope=Cluster,shortName=mmp,categories=meshtls
-// +kubebuilder:validation:XValidation:rule="self.metadata.name == 'default'",message="MeshMTLSPolicy must be named 'default': there is one mesh-wide policy"
+// +kubebuilder:validation:XValidation:rule="self.metadata.name == 'default'",message="metadata.name must be 'default': there is one MeshMTLSPolicy, for the whole mesh"
 // +kubebuilder:printcolumn:name="Mode",type=string,JSONPath=`.spec.mode`
 // +kubebuilder:printcolumn:name="Minimum",type=string,JSONPath=`.spec.minimumMode`
 // +kubebuilder:printcolumn:name="Trust Domain",type=string,JSONPath=`.spec.trustDomain`

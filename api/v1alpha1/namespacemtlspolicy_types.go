@@ -49,7 +49,7 @@ type NamespaceMTLSPolicyStatus struct {
 // +kubebuilder:object:root=true
 // +kubebuilder:subresource:status
 // +kubebuilder:resource:scope=Namespaced,shortName=nmp,categories=meshtls
-// +kubebuilder:validation:XValidation:rule="self.metadata.name == 'default'",message="NamespaceMTLSPolicy must be named 'default': there is one policy per namespace"
+// +kubebuilder:validation:XValidation:rule="self.metadata.name == 'default'",message="metadata.name must be 'default': there is one NamespaceMTLSPolicy per namespace"
 // +kubebuilder:printcolumn:name="Mode",type=string,JSONPath=`.spec.mode`
 // +kubebuilder:printcolumn:name="Effective",type=string,JSONPath=`.status.effectiveMode`
 // +kubebuilder:printcolumn:name="Pods",type=integer,JSONPath=`.status.selectedPods`
