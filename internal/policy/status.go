@@ -45,7 +45,14 @@ type MeshStatus struct {
 	Disable          int32
 }
 
-func (ix *Index) floor() Mode {
+// Floor is the mesh minimumMode (DISABLE without a mesh policy).
+func (ix *Index) Floor() Mode {
+	ix.mu.RLock()
+	defer ix.mu.RUnlock()
+	return ix.floorLocked()
+}
+
+func (ix *Index) floorLocked() Mode {
 	if ix.mesh != nil && isSet(ix.mesh.MinimumMode) {
 		return ix.mesh.MinimumMode
 	}
@@ -72,7 +79,7 @@ func (ix *Index) WorkloadPolicyStatus(namespace, name string) (s WorkloadStatus,
 		}
 	}
 	sort.Strings(s.MissingServices)
-	floor := ix.floor()
+	floor := ix.floorLocked()
 	s.BelowFloor = isSet(w.Mode) && Weaker(w.Mode, floor)
 	for _, p := range w.Ports {
 		s.BelowFloor = s.BelowFloor || Weaker(p.Mode, floor)
@@ -123,7 +130,7 @@ func (ix *Index) NamespacePolicyStatus(namespace string) (s NamespaceStatus, ok 
 	if !found || n.policy == nil {
 		return s, false
 	}
-	floor := ix.floor()
+	floor := ix.floorLocked()
 	mode := n.policy.Mode
 	decides := isSet(mode)
 	if !decides {

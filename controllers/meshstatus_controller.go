@@ -1,0 +1,53 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+
+	apiequality "k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/meshtls/meshtls-operator/api/v1alpha1"
+	"github.com/meshtls/meshtls-operator/internal/metrics"
+	"github.com/meshtls/meshtls-operator/internal/policy"
+)
+
+// MeshStatusReconciler writes the MeshMTLSPolicy status (meshed namespaces and pods,
+// pods by mode, Ready) and the meshtls_pods metric. Its single key is {Name: default};
+// the feeder wakes it, after a short delay that coalesces bursts, whenever meshed pods
+// may have changed.
+type MeshStatusReconciler struct {
+	Client client.Client
+	Index  *policy.Index
+}
+
+// Reconcile reconciles the mesh status.
+func (r *MeshStatusReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (ctrl.Result, error) {
+	counts := r.Index.MeshStatus()
+	metrics.PodsByMode.WithLabelValues(string(v1alpha1.ModeStrict)).Set(float64(counts.Strict))
+	metrics.PodsByMode.WithLabelValues(string(v1alpha1.ModePermissive)).Set(float64(counts.Permissive))
+	metrics.PodsByMode.WithLabelValues(string(v1alpha1.ModeDisable)).Set(float64(counts.Disable))
+
+	mesh := &v1alpha1.MeshMTLSPolicy{}
+	if err := r.Client.Get(ctx, client.ObjectKey{Name: v1alpha1.MeshMTLSPolicyName}, mesh); err != nil {
+		if apierrors.IsNotFound(err) {
+			return ctrl.Result{}, nil
+		}
+		return ctrl.Result{}, fmt.Errorf("failed to get MeshMTLSPolicy default: %w", err)
+	}
+	want := meshStatus(mesh, counts)
+	if apiequality.Semantic.DeepEqual(mesh.Status, want) {
+		return ctrl.Result{}, nil
+	}
+	mesh.Status = want
+	if err := r.Client.Status().Update(ctx, mesh, client.FieldOwner(FieldManager)); err != nil {
+		if apierrors.IsConflict(err) {
+			return ctrl.Result{Requeue: true}, nil
+		}
+		return ctrl.Result{}, fmt.Errorf("failed to update MeshMTLSPolicy default status: %w", err)
+	}
+	metrics.StatusWrites.WithLabelValues("MeshMTLSPolicy").Inc()
+	return ctrl.Result{}, nil
+}

@@ -1,0 +1,126 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+
+	"github.com/meshtls/meshtls-operator/api/v1alpha1"
+	"github.com/meshtls/meshtls-operator/internal/metrics"
+	"github.com/meshtls/meshtls-operator/internal/policy"
+)
+
+// Labels and names shared by everything the operator writes.
+const (
+	ManagedByLabel = "app.kubernetes.io/managed-by"
+	ManagedByValue = "meshtls-operator"
+	FieldManager   = "meshtls-operator"
+)
+
+// PodProxyConfigReconciler keeps one PodProxyConfig per meshed pod: same name as the
+// pod, owned by it, its spec the resolver's answer for the pod.
+//
+// It watches (through the feeder) pods, namespaces, Services and the three policy
+// kinds, and PodProxyConfigs themselves. It writes PodProxyConfig objects, and spec
+// only: status belongs to the pod's proxy. It writes only when the resolved content
+// changed (configHash), replaces the object when a pod of the same name comes back
+// with a new UID, and deletes it when the pod is gone or no longer meshed; it does not
+// rely on the garbage collector alone.
+type PodProxyConfigReconciler struct {
+	Client client.Client
+	Index  *policy.Index
+}
+
+// Reconcile reconciles the PodProxyConfig of the pod named by req.
+func (r *PodProxyConfigReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	result, meshed := r.Index.Resolve(req.Namespace, req.Name)
+
+	current := &v1alpha1.PodProxyConfig{}
+	err := r.Client.Get(ctx, req.NamespacedName, current)
+	switch {
+	case apierrors.IsNotFound(err):
+		current = nil
+	case err != nil:
+		return ctrl.Result{}, fmt.Errorf("failed to get PodProxyConfig %s: %w", req, err)
+	}
+
+	if !meshed {
+		return ctrl.Result{}, r.remove(ctx, current)
+	}
+	want := policy.ProxyConfigSpec(result)
+	if current != nil && current.Spec.PodUID != want.PodUID {
+		// A pod of the same name with a new UID (a StatefulSet pod recreated): the old
+		// object belongs to the old pod.
+		if err := r.remove(ctx, current); err != nil {
+			return ctrl.Result{}, err
+		}
+		current = nil
+	}
+	if current == nil {
+		return ctrl.Result{}, r.create(ctx, result.Pod, want)
+	}
+	if current.Spec.ConfigHash == want.ConfigHash && current.Spec.ConfigHash == policy.ConfigHash(current.Spec) {
+		return ctrl.Result{}, nil
+	}
+	current.Spec = want
+	if err := r.Client.Update(ctx, current, client.FieldOwner(FieldManager)); err != nil {
+		return ctrl.Result{}, fmt.Errorf("failed to update PodProxyConfig %s: %w", req, err)
+	}
+	metrics.ProxyConfigWrites.WithLabelValues("update").Inc()
+	log.FromContext(ctx).V(1).Info("updated PodProxyConfig", "mode", want.Inbound.Mode, "hash", want.ConfigHash)
+	return ctrl.Result{}, nil
+}
+
+func (r *PodProxyConfigReconciler) create(ctx context.Context, pod policy.Pod, spec v1alpha1.PodProxyConfigSpec) error {
+	ppc := &v1alpha1.PodProxyConfig{
+		ObjectMeta: metav1.ObjectMeta{
+			Name:      pod.Name,
+			Namespace: pod.Namespace,
+			Labels:    map[string]string{ManagedByLabel: ManagedByValue},
+			OwnerReferences: []metav1.OwnerReference{{
+				APIVersion: "v1", Kind: "Pod", Name: pod.Name, UID: spec.PodUID,
+				Controller: ptr.To(true), BlockOwnerDeletion: ptr.To(false),
+			}},
+		},
+		Spec: spec,
+	}
+	if err := r.Client.Create(ctx, ppc, client.FieldOwner(FieldManager)); err != nil {
+		if apierrors.IsAlreadyExists(err) {
+			// The cache has not seen it yet; the watch brings us back.
+			return nil
+		}
+		return fmt.Errorf("failed to create PodProxyConfig %s/%s: %w", pod.Namespace, pod.Name, err)
+	}
+	metrics.ProxyConfigWrites.WithLabelValues("create").Inc()
+	log.FromContext(ctx).V(1).Info("created PodProxyConfig", "mode", spec.Inbound.Mode, "hash", spec.ConfigHash)
+	return nil
+}
+
+// remove deletes a PodProxyConfig the operator made; one without our label is left
+// alone (the operator never deletes what a user owns).
+func (r *PodProxyConfigReconciler) remove(ctx context.Context, ppc *v1alpha1.PodProxyConfig) error {
+	if ppc == nil || ppc.Labels[ManagedByLabel] != ManagedByValue || ppc.DeletionTimestamp != nil {
+		return nil
+	}
+	err := r.Client.Delete(ctx, ppc, client.Preconditions{UID: &ppc.UID})
+	if err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
+		return fmt.Errorf("failed to delete PodProxyConfig %s/%s: %w", ppc.Namespace, ppc.Name, err)
+	}
+	if err == nil {
+		metrics.ProxyConfigWrites.WithLabelValues("delete").Inc()
+		log.FromContext(ctx).V(1).Info("deleted PodProxyConfig", "podUID", ppc.Spec.PodUID)
+	}
+	return nil
+}
+
+// podStub is the object type of pod watches: the feeder needs only metadata, labels,
+// the service account and container ports, and the cache keeps only those (see
+// trimPod), which keeps the manager's memory small on large clusters.
+var podStub = &corev1.Pod{}

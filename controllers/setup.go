@@ -1,0 +1,95 @@
+package controllers
+
+import (
+	"fmt"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
+
+	"github.com/meshtls/meshtls-operator/api/v1alpha1"
+	"github.com/meshtls/meshtls-operator/internal/policy"
+)
+
+// Options tune the controllers.
+type Options struct {
+	// MaxConcurrentReconciles is the number of PodProxyConfig workers.
+	MaxConcurrentReconciles int
+	// StatusDelay coalesces bursts of changes into one status write per policy.
+	StatusDelay time.Duration
+}
+
+// Setup registers the controllers with the manager, around one shared policy index,
+// and returns that index (the webhooks ask it too).
+func Setup(mgr ctrl.Manager, opts Options) (*policy.Index, error) {
+	if opts.MaxConcurrentReconciles <= 0 {
+		opts.MaxConcurrentReconciles = 8
+	}
+	if opts.StatusDelay <= 0 {
+		opts.StatusDelay = time.Second
+	}
+	ix := policy.NewIndex()
+	f := &feeder{index: ix, status: newNotifier(opts.StatusDelay), mesh: newNotifier(opts.StatusDelay)}
+
+	err := ctrl.NewControllerManagedBy(mgr).
+		Named("podproxyconfig").
+		Watches(podStub, f.pods()).
+		Watches(&corev1.Namespace{}, f.namespaces()).
+		Watches(&corev1.Service{}, f.services()).
+		Watches(&v1alpha1.MeshMTLSPolicy{}, f.meshPolicies()).
+		Watches(&v1alpha1.NamespaceMTLSPolicy{}, f.namespacePolicies()).
+		Watches(&v1alpha1.WorkloadMTLSPolicy{}, f.workloadPolicies()).
+		Watches(&v1alpha1.PodProxyConfig{}, f.proxyConfigs()).
+		WithOptions(controller.Options{MaxConcurrentReconciles: opts.MaxConcurrentReconciles}).
+		Complete(&PodProxyConfigReconciler{Client: mgr.GetClient(), Index: ix})
+	if err != nil {
+		return nil, fmt.Errorf("failed to set up the podproxyconfig controller: %w", err)
+	}
+
+	err = ctrl.NewControllerManagedBy(mgr).
+		Named("policystatus").
+		WatchesRawSource(f.status).
+		WithOptions(controller.Options{MaxConcurrentReconciles: 2}).
+		Complete(&PolicyStatusReconciler{Client: mgr.GetClient(), Index: ix, Recorder: mgr.GetEventRecorder("meshtls-operator")})
+	if err != nil {
+		return nil, fmt.Errorf("failed to set up the policystatus controller: %w", err)
+	}
+
+	err = ctrl.NewControllerManagedBy(mgr).
+		Named("meshstatus").
+		WatchesRawSource(f.mesh).
+		Complete(&MeshStatusReconciler{Client: mgr.GetClient(), Index: ix})
+	if err != nil {
+		return nil, fmt.Errorf("failed to set up the meshstatus controller: %w", err)
+	}
+	return ix, nil
+}
+
+// TrimPod is the cache transform of pods: the operator reads only their metadata
+// (name, namespace, UID, labels, owner), service account and container ports, so the
+// cache drops the rest. It keeps the manager's memory near 4 KiB per pod.
+func TrimPod(obj any) (any, error) {
+	pod, ok := obj.(*corev1.Pod)
+	if !ok {
+		return obj, nil
+	}
+	trimmed := &corev1.Pod{
+		TypeMeta: pod.TypeMeta,
+	}
+	trimmed.Name, trimmed.Namespace, trimmed.UID = pod.Name, pod.Namespace, pod.UID
+	trimmed.Labels, trimmed.ResourceVersion, trimmed.Generation = pod.Labels, pod.ResourceVersion, pod.Generation
+	trimmed.CreationTimestamp, trimmed.DeletionTimestamp = pod.CreationTimestamp, pod.DeletionTimestamp
+	trimmed.OwnerReferences = pod.OwnerReferences
+	trimmed.Spec.ServiceAccountName = pod.Spec.ServiceAccountName
+	trimmed.Spec.HostNetwork = pod.Spec.HostNetwork
+	for _, list := range []struct {
+		from []corev1.Container
+		to   *[]corev1.Container
+	}{{pod.Spec.InitContainers, &trimmed.Spec.InitContainers}, {pod.Spec.Containers, &trimmed.Spec.Containers}} {
+		for _, c := range list.from {
+			*list.to = append(*list.to, corev1.Container{Name: c.Name, Ports: c.Ports})
+		}
+	}
+	return trimmed, nil
+}

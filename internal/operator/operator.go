@@ -1,0 +1,96 @@
+// Package operator builds the meshtls-operator manager: its cache, metrics and probe
+// servers, leader election, and controllers. cmd/manager parses flags into Options;
+// the integration tests build the very same manager.
+package operator
+
+import (
+	"crypto/tls"
+	"fmt"
+	"os"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/client-go/rest"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/config"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	"github.com/meshtls/meshtls-operator/controllers"
+	"github.com/meshtls/meshtls-operator/internal/policy"
+	"github.com/meshtls/meshtls-operator/internal/scheme"
+)
+
+// Options are the manager's settings; cmd/manager documents each as a flag.
+type Options struct {
+	MetricsAddr             string
+	MetricsSecure           bool
+	ProbeAddr               string
+	LeaderElect             bool
+	LeaderElectionNamespace string
+	KubeAPIQPS              float32
+	KubeAPIBurst            int
+	EnableHTTP2             bool
+	MaxConcurrentReconciles int
+	// SkipNameValidation lets tests build several managers in one process.
+	SkipNameValidation bool
+}
+
+// New builds the manager and registers the controllers. It returns the policy index
+// the controllers share.
+func New(cfg *rest.Config, o Options) (ctrl.Manager, *policy.Index, error) {
+	cfg = rest.CopyConfig(cfg)
+	if o.KubeAPIQPS != 0 {
+		cfg.QPS, cfg.Burst = o.KubeAPIQPS, o.KubeAPIBurst
+	}
+
+	var tlsOpts []func(*tls.Config)
+	if !o.EnableHTTP2 {
+		tlsOpts = append(tlsOpts, func(c *tls.Config) { c.NextProtos = []string{"http/1.1"} })
+	}
+	metricsOpts := metricsserver.Options{BindAddress: o.MetricsAddr, SecureServing: o.MetricsSecure, TLSOpts: tlsOpts}
+	if o.MetricsSecure {
+		metricsOpts.FilterProvider = filters.WithAuthenticationAndAuthorization
+	}
+
+	leaderNS := o.LeaderElectionNamespace
+	if leaderNS == "" {
+		if _, err := os.Stat("/var/run/secrets/kubernetes.io/serviceaccount/namespace"); err != nil {
+			leaderNS = "meshtls-system"
+		}
+	}
+
+	gracefulShutdown := 15 * time.Second
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+		Scheme:                        scheme.New(),
+		Metrics:                       metricsOpts,
+		HealthProbeBindAddress:        o.ProbeAddr,
+		LeaderElection:                o.LeaderElect,
+		LeaderElectionID:              "meshtls-operator.meshtls.io",
+		LeaderElectionNamespace:       leaderNS,
+		LeaderElectionReleaseOnCancel: true,
+		GracefulShutdownTimeout:       &gracefulShutdown,
+		Controller:                    config.Controller{SkipNameValidation: &o.SkipNameValidation},
+		Cache: cache.Options{
+			DefaultTransform: cache.TransformStripManagedFields(),
+			ByObject:         map[client.Object]cache.ByObject{&corev1.Pod{}: {Transform: controllers.TrimPod}},
+		},
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("failed to create manager: %w", err)
+	}
+	ix, err := controllers.Setup(mgr, controllers.Options{MaxConcurrentReconciles: o.MaxConcurrentReconciles})
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
+		return nil, nil, err
+	}
+	if err := mgr.AddReadyzCheck("readyz", healthz.Ping); err != nil {
+		return nil, nil, err
+	}
+	return mgr, ix, nil
+}
