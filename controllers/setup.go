@@ -24,7 +24,7 @@ type Options struct {
 // and returns that index (the webhooks ask it too).
 func Setup(mgr ctrl.Manager, opts Options) (*policy.Index, error) {
 	if opts.MaxConcurrentReconciles <= 0 {
-		opts.MaxConcurrentReconciles = 8
+		opts.MaxConcurrentReconciles = 16
 	}
 	if opts.StatusDelay <= 0 {
 		opts.StatusDelay = time.Second

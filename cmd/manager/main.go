@@ -20,9 +20,9 @@ func main() {
 	flag.StringVar(&o.ProbeAddr, "health-probe-bind-address", ":8081", "address of the /healthz and /readyz endpoints")
 	flag.BoolVar(&o.LeaderElect, "leader-elect", false, "elect a leader, so that only one of several replicas reconciles")
 	flag.StringVar(&o.LeaderElectionNamespace, "leader-election-namespace", "", "namespace of the leader-election Lease; the manager's own namespace in a cluster, meshtls-system outside one")
-	flag.Float64Var(&qps, "kube-api-qps", 200, "sustained queries per second to the API server (client-side limit)")
-	flag.IntVar(&o.KubeAPIBurst, "kube-api-burst", 400, "burst of queries to the API server (client-side limit)")
-	flag.IntVar(&o.MaxConcurrentReconciles, "max-concurrent-reconciles", 8, "PodProxyConfig reconcile workers")
+	flag.Float64Var(&qps, "kube-api-qps", 500, "sustained queries per second to the API server (client-side limit)")
+	flag.IntVar(&o.KubeAPIBurst, "kube-api-burst", 1000, "burst of queries to the API server (client-side limit)")
+	flag.IntVar(&o.MaxConcurrentReconciles, "max-concurrent-reconciles", 16, "PodProxyConfig reconcile workers")
 	flag.BoolVar(&o.EnableHTTP2, "enable-http2", false, "serve HTTP/2 on the metrics and webhook servers (off: CVE-2023-44487, CVE-2023-39325)")
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(flag.CommandLine)
