@@ -27,6 +27,12 @@ run: ## Run the manager against the current kubeconfig, or, with none, against a
 test: controlplane ## Unit and integration tests against a real kube-apiserver, etcd and cert-manager.
 	go test $(GO_TEST_FLAGS) ./...
 
+.PHONY: bench
+bench: controlplane ## Benchmarks: the resolver (go test -bench), convergence and write discipline, cold start and RSS.
+	go test -run '^$$' -bench . -benchtime 2s ./internal/policy/
+	go run ./test/bench/convergence -pods 1000,5000
+	go run ./test/bench/coldstart -pods 10000 -policies 1000
+
 .PHONY: controlplane
 controlplane: ## Build (once) and cache kube-apiserver, etcd, kubectl and the cert-manager runner.
 	hack/build-controlplane.sh $(K8S_VERSION) $(ETCD_VERSION) >/dev/null

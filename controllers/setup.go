@@ -93,3 +93,13 @@ func TrimPod(obj any) (any, error) {
 	}
 	return trimmed, nil
 }
+
+// TrimProxyConfig is the cache transform of PodProxyConfigs: their status is the
+// proxies' (counters, conditions), which the operator never reads, so the cache drops
+// it. Updates of the spec ignore status (it is a subresource), so nothing is lost.
+func TrimProxyConfig(obj any) (any, error) {
+	if ppc, ok := obj.(*v1alpha1.PodProxyConfig); ok {
+		ppc.Status = v1alpha1.PodProxyConfigStatus{}
+	}
+	return obj, nil
+}

@@ -23,6 +23,7 @@ func main() {
 	flag.Float64Var(&qps, "kube-api-qps", 500, "sustained queries per second to the API server (client-side limit)")
 	flag.IntVar(&o.KubeAPIBurst, "kube-api-burst", 1000, "burst of queries to the API server (client-side limit)")
 	flag.IntVar(&o.MaxConcurrentReconciles, "max-concurrent-reconciles", 16, "PodProxyConfig reconcile workers")
+	flag.StringVar(&o.PprofAddr, "pprof-bind-address", "", "address of a net/http/pprof endpoint for profiling; off when empty")
 	flag.BoolVar(&o.EnableHTTP2, "enable-http2", false, "serve HTTP/2 on the metrics and webhook servers (off: CVE-2023-44487, CVE-2023-39325)")
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(flag.CommandLine)

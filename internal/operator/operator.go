@@ -4,9 +4,11 @@
 package operator
 
 import (
+	"context"
 	"crypto/tls"
 	"fmt"
 	"os"
+	"runtime/debug"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -16,9 +18,11 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
 	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
+	"github.com/meshtls/meshtls-operator/api/v1alpha1"
 	"github.com/meshtls/meshtls-operator/controllers"
 	"github.com/meshtls/meshtls-operator/internal/policy"
 	"github.com/meshtls/meshtls-operator/internal/scheme"
@@ -35,6 +39,8 @@ type Options struct {
 	KubeAPIBurst            int
 	EnableHTTP2             bool
 	MaxConcurrentReconciles int
+	// PprofAddr serves net/http/pprof when set.
+	PprofAddr string
 	// SkipNameValidation lets tests build several managers in one process.
 	SkipNameValidation bool
 }
@@ -42,6 +48,11 @@ type Options struct {
 // New builds the manager and registers the controllers. It returns the policy index
 // the controllers share.
 func New(cfg *rest.Config, o Options) (ctrl.Manager, *policy.Index, error) {
+	if os.Getenv("GOGC") == "" {
+		// The cache is most of the heap and changes slowly: collect at 1.5x the live
+		// heap rather than 2x, trading a little CPU for a smaller footprint.
+		debug.SetGCPercent(50)
+	}
 	cfg = rest.CopyConfig(cfg)
 	if o.KubeAPIQPS != 0 {
 		cfg.QPS, cfg.Burst = o.KubeAPIQPS, o.KubeAPIBurst
@@ -68,6 +79,7 @@ func New(cfg *rest.Config, o Options) (ctrl.Manager, *policy.Index, error) {
 		Scheme:                        scheme.New(),
 		Metrics:                       metricsOpts,
 		HealthProbeBindAddress:        o.ProbeAddr,
+		PprofBindAddress:              o.PprofAddr,
 		LeaderElection:                o.LeaderElect,
 		LeaderElectionID:              "meshtls-operator.meshtls.io",
 		LeaderElectionNamespace:       leaderNS,
@@ -76,7 +88,10 @@ func New(cfg *rest.Config, o Options) (ctrl.Manager, *policy.Index, error) {
 		Controller:                    config.Controller{SkipNameValidation: &o.SkipNameValidation},
 		Cache: cache.Options{
 			DefaultTransform: cache.TransformStripManagedFields(),
-			ByObject:         map[client.Object]cache.ByObject{&corev1.Pod{}: {Transform: controllers.TrimPod}},
+			ByObject: map[client.Object]cache.ByObject{
+				&corev1.Pod{}:              {Transform: controllers.TrimPod},
+				&v1alpha1.PodProxyConfig{}: {Transform: controllers.TrimProxyConfig},
+			},
 		},
 	})
 	if err != nil {
@@ -90,6 +105,17 @@ func New(cfg *rest.Config, o Options) (ctrl.Manager, *policy.Index, error) {
 		return nil, nil, err
 	}
 	if err := mgr.AddReadyzCheck("readyz", healthz.Ping); err != nil {
+		return nil, nil, err
+	}
+	if err := mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {
+		// The initial lists of a large cluster decode into garbage many times the
+		// size of what the cache keeps; hand it back to the OS once, instead of
+		// holding it until the scavenger gets to it.
+		if mgr.GetCache().WaitForCacheSync(ctx) {
+			debug.FreeOSMemory()
+		}
+		return nil
+	})); err != nil {
 		return nil, nil, err
 	}
 	return mgr, ix, nil
