@@ -158,7 +158,7 @@ type PodProxyConfigStatus struct {
 // +kubebuilder:subresource:status
 // +kubebuilder:resource:scope=Namespaced,shortName=ppc,categories=meshtls
 // +kubebuilder:printcolumn:name="Mode",type=string,JSONPath=`.spec.inbound.mode`
-// +kubebuilder:printcolumn:name="Ports",type=string,JSONPath=`.spec.inbound.ports`
+// +kubebuilder:printcolumn:name="Ports",type=string,JSONPath=`.spec.inbound.ports[*].port`
 // +kubebuilder:printcolumn:name="Identity",type=string,JSONPath=`.spec.identity`
 // +kubebuilder:printcolumn:name="Applied",type=string,JSONPath=`.status.conditions[?(@.type=="Applied")].status`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
