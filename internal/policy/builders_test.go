@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"slices"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -56,15 +57,29 @@ func selecting(kv ...string) wlOpt {
 		for i := 0; i+1 < len(kv); i += 2 {
 			m[kv[i]] = kv[i+1]
 		}
-		sel, err := metav1.LabelSelectorAsSelector(&metav1.LabelSelector{MatchLabels: m})
+		ls := &metav1.LabelSelector{MatchLabels: m}
+		sel, err := metav1.LabelSelectorAsSelector(ls)
 		if err != nil {
 			panic(err)
 		}
-		w.Selector = sel
+		w.Selector, w.SelectorKey, w.requirements = sel, SelectorKey(ls), canonicalRequirements(ls)
 	}
 }
 
-func targeting(services ...string) wlOpt { return func(w *WorkloadPolicy) { w.Services = services } }
+func targeting(services ...string) wlOpt {
+	return func(w *WorkloadPolicy) { w.Services = slices.Compact(slices.Sorted(slices.Values(services))) }
+}
+
+// selectingExpr selects by a full label selector.
+func selectingExpr(ls *metav1.LabelSelector) wlOpt {
+	return func(w *WorkloadPolicy) {
+		sel, err := metav1.LabelSelectorAsSelector(ls)
+		if err != nil {
+			panic(err)
+		}
+		w.Selector, w.SelectorKey, w.requirements = sel, SelectorKey(ls), canonicalRequirements(ls)
+	}
+}
 
 func mode(m Mode) wlOpt { return func(w *WorkloadPolicy) { w.Mode = m } }
 

@@ -2,6 +2,7 @@ package policy
 
 import (
 	"fmt"
+	"slices"
 	"sort"
 
 	corev1 "k8s.io/api/core/v1"
@@ -99,12 +100,16 @@ func WorkloadPolicyFrom(p *v1alpha1.WorkloadMTLSPolicy) *WorkloadPolicy {
 			break
 		}
 		out.Selector = sel
+		out.SelectorKey = SelectorKey(p.Spec.Selector)
+		out.requirements = canonicalRequirements(p.Spec.Selector)
 	default:
 		for _, ref := range p.Spec.TargetRefs {
 			if ref.Group == "" && ref.Kind == "Service" {
 				out.Services = append(out.Services, string(ref.Name))
 			}
 		}
+		slices.Sort(out.Services)
+		out.Services = slices.Compact(out.Services)
 		if len(out.Services) == 0 {
 			out.Invalid = "spec.targetRefs must name at least one core Service"
 		}

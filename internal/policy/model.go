@@ -103,7 +103,11 @@ type WorkloadPolicy struct {
 	// Selector is set for a label-selector policy; nil for a targetRefs policy and for
 	// a selector that does not parse (which selects nothing).
 	Selector labels.Selector
-	// Services are the names of the Services targetRefs name.
+	// SelectorKey is the canonical form of the selector (see SelectorKey), for
+	// equality; requirements the same, for overlap checks.
+	SelectorKey  string
+	requirements []requirement
+	// Services are the names of the Services targetRefs name, sorted and unique.
 	Services []string
 	Mode     Mode
 	// Ports are the port-level entries, sorted by port.
