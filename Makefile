@@ -40,7 +40,7 @@ controlplane: ## Build (once) and cache kube-apiserver, etcd, kubectl and the ce
 
 .PHONY: manifests
 manifests: ## Generate CRDs and RBAC from the API types and markers.
-	$(CONTROLLER_GEN) rbac:roleName=meshtls-operator crd paths=./... output:crd:artifacts:config=config/crd/bases
+	$(CONTROLLER_GEN) rbac:roleName=meshtls-operator crd webhook paths=./... output:crd:artifacts:config=config/crd/bases
 
 .PHONY: generate
 generate: ## Generate deepcopy code.

@@ -11,7 +11,9 @@ kubectl="$assets/kubectl"
 
 mkdir -p bin
 go build -o bin/manager ./cmd/manager
-manager_flags=(--leader-elect=false "$@")
+# The API server cannot reach webhooks served from this shell without certificates and
+# a Service; `make deploy` serves them in the cluster.
+manager_flags=(--leader-elect=false --enable-webhooks=false "$@")
 
 kubeconfig=${KUBECONFIG:-$HOME/.kube/config}
 if [ -n "${KUBECONFIG:-}" ] || [ -f "$kubeconfig" ]; then

@@ -9,8 +9,16 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
+	"github.com/meshtls/meshtls-operator/internal/inject"
 	"github.com/meshtls/meshtls-operator/internal/operator"
 )
+
+func envOr(name, fallback string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return fallback
+}
 
 func main() {
 	var o operator.Options
@@ -23,6 +31,13 @@ func main() {
 	flag.Float64Var(&qps, "kube-api-qps", 500, "sustained queries per second to the API server (client-side limit)")
 	flag.IntVar(&o.KubeAPIBurst, "kube-api-burst", 1000, "burst of queries to the API server (client-side limit)")
 	flag.IntVar(&o.MaxConcurrentReconciles, "max-concurrent-reconciles", 16, "PodProxyConfig reconcile workers")
+	o.Inject = inject.DefaultConfig()
+	flag.BoolVar(&o.Webhooks, "enable-webhooks", true, "serve the admission webhooks (policy validation, sidecar injection)")
+	flag.IntVar(&o.WebhookPort, "webhook-port", 9443, "port of the webhook server")
+	flag.StringVar(&o.WebhookCertDir, "webhook-cert-dir", "", "directory holding the webhook server's tls.crt and tls.key (default: controller-runtime's)")
+	flag.StringVar(&o.Inject.ProxyImage, "proxy-image", o.Inject.ProxyImage, "image of the injected meshtls-proxy sidecar and capture step")
+	flag.Int64Var(&o.Inject.ProxyUID, "proxy-uid", o.Inject.ProxyUID, "user ID the proxy runs as; its own traffic is not captured")
+	flag.StringVar(&o.OperatorNamespace, "operator-namespace", envOr("POD_NAMESPACE", "meshtls-system"), "the operator's namespace, whose pods are never injected")
 	flag.StringVar(&o.PprofAddr, "pprof-bind-address", "", "address of a net/http/pprof endpoint for profiling; off when empty")
 	flag.BoolVar(&o.EnableHTTP2, "enable-http2", false, "serve HTTP/2 on the metrics and webhook servers (off: CVE-2023-44487, CVE-2023-39325)")
 	zapOpts := zap.Options{}

@@ -20,12 +20,15 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
+	"sigs.k8s.io/controller-runtime/pkg/webhook"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/meshtls/meshtls-operator/api/v1alpha1"
 	"github.com/meshtls/meshtls-operator/controllers"
+	"github.com/meshtls/meshtls-operator/internal/inject"
 	"github.com/meshtls/meshtls-operator/internal/policy"
 	"github.com/meshtls/meshtls-operator/internal/scheme"
+	"github.com/meshtls/meshtls-operator/webhooks"
 )
 
 // Options are the manager's settings; cmd/manager documents each as a flag.
@@ -41,6 +44,16 @@ type Options struct {
 	MaxConcurrentReconciles int
 	// PprofAddr serves net/http/pprof when set.
 	PprofAddr string
+	// Webhooks serves the admission webhooks on WebhookHost:WebhookPort with the
+	// certificate in WebhookCertDir (tls.crt, tls.key).
+	Webhooks       bool
+	WebhookHost    string
+	WebhookPort    int
+	WebhookCertDir string
+	// Inject configures sidecar injection.
+	Inject inject.Config
+	// OperatorNamespace is never injected.
+	OperatorNamespace string
 	// SkipNameValidation lets tests build several managers in one process.
 	SkipNameValidation bool
 }
@@ -85,6 +98,9 @@ func New(cfg *rest.Config, o Options) (ctrl.Manager, *policy.Index, error) {
 		LeaderElectionNamespace:       leaderNS,
 		LeaderElectionReleaseOnCancel: true,
 		GracefulShutdownTimeout:       &gracefulShutdown,
+		WebhookServer: webhook.NewServer(webhook.Options{
+			Host: o.WebhookHost, Port: o.WebhookPort, CertDir: o.WebhookCertDir, TLSOpts: tlsOpts,
+		}),
 		Controller:                    config.Controller{SkipNameValidation: &o.SkipNameValidation},
 		Cache: cache.Options{
 			DefaultTransform: cache.TransformStripManagedFields(),
@@ -100,6 +116,11 @@ func New(cfg *rest.Config, o Options) (ctrl.Manager, *policy.Index, error) {
 	ix, err := controllers.Setup(mgr, controllers.Options{MaxConcurrentReconciles: o.MaxConcurrentReconciles})
 	if err != nil {
 		return nil, nil, err
+	}
+	if o.Webhooks {
+		if err := webhooks.Setup(mgr, ix, webhooks.Options{Inject: o.Inject, OperatorNamespace: o.OperatorNamespace}); err != nil {
+			return nil, nil, fmt.Errorf("failed to set up webhooks: %w", err)
+		}
 	}
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
 		return nil, nil, err

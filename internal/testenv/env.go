@@ -137,6 +137,14 @@ func Start(ctx context.Context, opts Options) (_ *Env, err error) {
 	return e, nil
 }
 
+// WebhookServing is where the API server expects the webhooks of
+// Options.WebhookInstallOptions: serve them on Host:Port with the certificate in
+// CertDir.
+func (e *Env) WebhookServing() (host string, port int, certDir string) {
+	o := e.env.WebhookInstallOptions
+	return o.LocalServingHost, o.LocalServingPort, o.LocalServingCertDir
+}
+
 // Stop stops cert-manager, kube-apiserver and etcd, and removes the temporary
 // directory Start made.
 func (e *Env) Stop() error {
