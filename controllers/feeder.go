@@ -48,6 +48,12 @@ func (f *feeder) enqueueNamespace(q queue, ns string) {
 	}
 }
 
+func enqueuePods(q queue, ns string, names []string) {
+	for _, name := range names {
+		q.Add(reconcile.Request{NamespacedName: types.NamespacedName{Namespace: ns, Name: name}})
+	}
+}
+
 func (f *feeder) enqueueAll(q queue) {
 	for _, ns := range f.index.Namespaces() {
 		f.enqueueNamespace(q, ns)
@@ -124,13 +130,16 @@ func (f *feeder) namespaces() handler.TypedEventHandler[client.Object, reconcile
 func (f *feeder) services() handler.TypedEventHandler[client.Object, reconcile.Request] {
 	return funcs(
 		func(s *corev1.Service, q queue) {
-			f.index.ApplyService(policy.ServiceFrom(s))
-			f.enqueueNamespace(q, s.Namespace)
-			f.namespaceChanged(s.Namespace)
+			if affected := f.index.ApplyService(policy.ServiceFrom(s)); len(affected) > 0 {
+				enqueuePods(q, s.Namespace, affected)
+				f.namespaceChanged(s.Namespace)
+			}
 		},
 		func(s *corev1.Service, q queue) {
-			f.index.DeleteService(s.Namespace, s.Name)
-			f.enqueueNamespace(q, s.Namespace)
+			if affected := f.index.DeleteService(s.Namespace, s.Name); len(affected) > 0 {
+				enqueuePods(q, s.Namespace, affected)
+			}
+			// A targetRef may now name a missing Service.
 			f.namespaceChanged(s.Namespace)
 		},
 		func(old, s *corev1.Service) bool { return !maps.Equal(old.Spec.Selector, s.Spec.Selector) },
@@ -164,13 +173,11 @@ func (f *feeder) namespacePolicies() handler.TypedEventHandler[client.Object, re
 func (f *feeder) workloadPolicies() handler.TypedEventHandler[client.Object, reconcile.Request] {
 	return funcs(
 		func(p *v1alpha1.WorkloadMTLSPolicy, q queue) {
-			f.index.ApplyWorkloadPolicy(policy.WorkloadPolicyFrom(p))
-			f.enqueueNamespace(q, p.Namespace)
+			enqueuePods(q, p.Namespace, f.index.ApplyWorkloadPolicy(policy.WorkloadPolicyFrom(p)))
 			f.namespaceChanged(p.Namespace)
 		},
 		func(p *v1alpha1.WorkloadMTLSPolicy, q queue) {
-			f.index.DeleteWorkloadPolicy(p.Namespace, p.Name)
-			f.enqueueNamespace(q, p.Namespace)
+			enqueuePods(q, p.Namespace, f.index.DeleteWorkloadPolicy(p.Namespace, p.Name))
 			f.namespaceChanged(p.Namespace)
 		},
 		specChanged[*v1alpha1.WorkloadMTLSPolicy],

@@ -51,9 +51,10 @@ func (r *PolicyStatusReconciler) Reconcile(ctx context.Context, req ctrl.Request
 	if err := r.Client.List(ctx, workloads, client.InNamespace(ns)); err != nil {
 		return ctrl.Result{}, errors.Join(append(errs, fmt.Errorf("failed to list WorkloadMTLSPolicies in %s: %w", ns, err))...)
 	}
+	statuses := r.Index.WorkloadPolicyStatuses(ns)
 	for i := range workloads.Items {
 		p := &workloads.Items[i]
-		s, ok := r.Index.WorkloadPolicyStatus(ns, p.Name)
+		s, ok := statuses[p.Name]
 		if !ok {
 			continue // the index has not seen it yet; its event brings us back
 		}

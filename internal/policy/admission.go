@@ -85,11 +85,11 @@ func (ix *Index) AdmitWorkloadPolicy(p *WorkloadPolicy, portIndex map[int32]int)
 
 	// Pods the new policy would select, by name.
 	var mine []*Pod
-	for _, pod := range n.pods {
+	n.podsFor(p, func(pod *Pod) {
 		if Meshed(pod.Labels, n.labels) && applies(p, n, labels.Set(pod.Labels)) {
 			mine = append(mine, pod)
 		}
-	}
+	})
 	sort.Slice(mine, func(i, j int) bool { return mine[i].Name < mine[j].Name })
 
 	for _, o := range others {

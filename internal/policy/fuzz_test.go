@@ -94,9 +94,39 @@ func reversed(w world) world {
 	return r
 }
 
+// checkAffected changes one workload policy and checks that every pod whose
+// resolution changed is among the pods ApplyWorkloadPolicy says it affects.
+func checkAffected(t *testing.T, w world, ix *Index, data []byte) {
+	if len(w.workloads) == 0 {
+		return
+	}
+	r := &byteReader{b: data}
+	changed := *w.workloads[r.next(len(w.workloads))]
+	changed.Mode = fuzzModes[r.next(4)]
+	if r.next(2) == 0 {
+		selecting("app", []string{"a", "b", "c"}[r.next(3)])(&changed)
+		changed.Services = nil
+	}
+	before := map[string]string{}
+	for _, p := range w.pods {
+		before[p.Namespace+"/"+p.Name] = render(ix.Resolve(p.Namespace, p.Name))
+	}
+	affected := ix.ApplyWorkloadPolicy(&changed)
+	for _, p := range w.pods {
+		if p.Namespace != changed.Namespace {
+			continue
+		}
+		if after := render(ix.Resolve(p.Namespace, p.Name)); after != before[p.Namespace+"/"+p.Name] && !slices.Contains(affected, p.Name) {
+			t.Fatalf("changing %s/%s changed pod %s (%s -> %s), but it is not in the affected list %v",
+				changed.Namespace, changed.Name, p.Name, before[p.Namespace+"/"+p.Name], after, affected)
+		}
+	}
+}
+
 // FuzzResolve checks, on random worlds: the result never goes below the floor; a
 // winning policy's port entry always decides its port (raised to the floor only); and
-// the result does not depend on the order objects were added to the index.
+// the result does not depend on the order objects were added to the index; and a
+// policy change reports every pod it changes.
 func FuzzResolve(f *testing.F) {
 	f.Add([]byte{})
 	f.Add([]byte{1, 2, 3, 2, 1, 0, 1, 2, 2, 1, 0, 1, 2, 3, 1, 1, 0, 2, 2, 1, 0})
@@ -151,5 +181,6 @@ func FuzzResolve(f *testing.F) {
 				}
 			}
 		}
+		checkAffected(t, w, ix, data)
 	})
 }

@@ -76,7 +76,14 @@ func applies(w *WorkloadPolicy, n *nsIndex, podLabels labels.Set) bool {
 func candidates(n *nsIndex, pod *Pod) []*WorkloadPolicy {
 	var out []*WorkloadPolicy
 	set := labels.Set(pod.Labels)
-	for _, w := range n.workloads {
+	for k, v := range pod.Labels {
+		for _, w := range n.anchored[labelPair{k, v}] {
+			if applies(w, n, set) {
+				out = append(out, w)
+			}
+		}
+	}
+	for _, w := range n.unanchored {
 		if applies(w, n, set) {
 			out = append(out, w)
 		}

@@ -3,7 +3,6 @@ package policy
 import (
 	"sort"
 
-	"k8s.io/apimachinery/pkg/labels"
 
 	"github.com/meshtls/meshtls-operator/api/v1alpha1"
 )
@@ -59,61 +58,79 @@ func (ix *Index) floorLocked() Mode {
 	return v1alpha1.ModeDisable
 }
 
-// WorkloadPolicyStatus computes a workload policy's status; ok is false when the index
-// does not hold it.
+// WorkloadPolicyStatus computes one workload policy's status; ok is false when the
+// index does not hold it.
 func (ix *Index) WorkloadPolicyStatus(namespace, name string) (s WorkloadStatus, ok bool) {
+	s, ok = ix.WorkloadPolicyStatuses(namespace)[name]
+	return s, ok
+}
+
+// WorkloadPolicyStatuses computes the status of every workload policy of a namespace
+// in one pass over its pods.
+func (ix *Index) WorkloadPolicyStatuses(namespace string) map[string]WorkloadStatus {
 	ix.mu.RLock()
 	defer ix.mu.RUnlock()
 	n, found := ix.namespaces[namespace]
 	if !found {
-		return s, false
+		return nil
 	}
-	w, found := n.workloads[name]
-	if !found {
-		return s, false
-	}
-	s.Invalid = w.Invalid
-	for _, svc := range w.Services {
-		if _, exists := n.services[svc]; !exists {
-			s.MissingServices = append(s.MissingServices, svc)
-		}
-	}
-	sort.Strings(s.MissingServices)
 	floor := ix.floorLocked()
-	s.BelowFloor = isSet(w.Mode) && Weaker(w.Mode, floor)
-	for _, p := range w.Ports {
-		s.BelowFloor = s.BelowFloor || Weaker(p.Mode, floor)
+	statuses := make(map[string]*WorkloadStatus, len(n.workloads))
+	winners := map[string]map[string]bool{}
+	undeclared := map[string]map[int32]bool{}
+	for name, w := range n.workloads {
+		s := &WorkloadStatus{Invalid: w.Invalid, BelowFloor: isSet(w.Mode) && Weaker(w.Mode, floor)}
+		for _, svc := range w.Services {
+			if _, exists := n.services[svc]; !exists {
+				s.MissingServices = append(s.MissingServices, svc)
+			}
+		}
+		for _, p := range w.Ports {
+			s.BelowFloor = s.BelowFloor || Weaker(p.Mode, floor)
+		}
+		statuses[name] = s
 	}
-
-	winners := map[string]bool{}
-	undeclared := map[int32]bool{}
 	for _, pod := range n.pods {
-		if !Meshed(pod.Labels, n.labels) || !applies(w, n, labels.Set(pod.Labels)) {
+		if !Meshed(pod.Labels, n.labels) {
 			continue
 		}
 		cands := candidates(n, pod)
-		if cands[0] != w {
-			s.ConflictedPods = append(s.ConflictedPods, pod.Name)
-			winners[cands[0].Name] = true
+		if len(cands) == 0 {
 			continue
 		}
-		s.SelectedPods++
-		for _, p := range w.Ports {
+		winner := cands[0]
+		statuses[winner.Name].SelectedPods++
+		for _, p := range winner.Ports {
 			if !declares(pod, p.Port) {
-				undeclared[p.Port] = true
+				if undeclared[winner.Name] == nil {
+					undeclared[winner.Name] = map[int32]bool{}
+				}
+				undeclared[winner.Name][p.Port] = true
 			}
 		}
+		for _, loser := range cands[1:] {
+			statuses[loser.Name].ConflictedPods = append(statuses[loser.Name].ConflictedPods, pod.Name)
+			if winners[loser.Name] == nil {
+				winners[loser.Name] = map[string]bool{}
+			}
+			winners[loser.Name][winner.Name] = true
+		}
 	}
-	sort.Strings(s.ConflictedPods)
-	for name := range winners {
-		s.Winners = append(s.Winners, name)
+	out := make(map[string]WorkloadStatus, len(statuses))
+	for name, s := range statuses {
+		sort.Strings(s.ConflictedPods)
+		sort.Strings(s.MissingServices)
+		for w := range winners[name] {
+			s.Winners = append(s.Winners, w)
+		}
+		sort.Strings(s.Winners)
+		for port := range undeclared[name] {
+			s.UndeclaredPorts = append(s.UndeclaredPorts, port)
+		}
+		sort.Slice(s.UndeclaredPorts, func(i, j int) bool { return s.UndeclaredPorts[i] < s.UndeclaredPorts[j] })
+		out[name] = *s
 	}
-	sort.Strings(s.Winners)
-	for port := range undeclared {
-		s.UndeclaredPorts = append(s.UndeclaredPorts, port)
-	}
-	sort.Slice(s.UndeclaredPorts, func(i, j int) bool { return s.UndeclaredPorts[i] < s.UndeclaredPorts[j] })
-	return s, true
+	return out
 }
 
 func declares(pod *Pod, port int32) bool {
