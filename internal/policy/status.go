@@ -3,7 +3,6 @@ package policy
 import (
 	"sort"
 
-
 	"github.com/meshtls/meshtls-operator/api/v1alpha1"
 )
 
