@@ -8,6 +8,7 @@ import (
 	"crypto/tls"
 	"fmt"
 	"os"
+	"path/filepath"
 	"runtime/debug"
 	"time"
 
@@ -118,6 +119,13 @@ func New(cfg *rest.Config, o Options) (ctrl.Manager, *policy.Index, error) {
 		return nil, nil, err
 	}
 	if o.Webhooks {
+		certDir := o.WebhookCertDir
+		if certDir == "" {
+			certDir = filepath.Join(os.TempDir(), "k8s-webhook-server", "serving-certs")
+		}
+		if _, err := os.Stat(filepath.Join(certDir, "tls.crt")); err != nil {
+			return nil, nil, fmt.Errorf("the admission webhooks are on, but there is no serving certificate %s: mount one there (config/certmanager makes it; see --webhook-cert-dir) or run with --enable-webhooks=false", filepath.Join(certDir, "tls.crt"))
+		}
 		if err := webhooks.Setup(mgr, ix, webhooks.Options{Inject: o.Inject, OperatorNamespace: o.OperatorNamespace}); err != nil {
 			return nil, nil, fmt.Errorf("failed to set up webhooks: %w", err)
 		}

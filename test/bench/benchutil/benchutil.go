@@ -134,7 +134,9 @@ func StartManager(bin, kubeconfig, logPath string, flags ...string) (*Manager, e
 	if err != nil {
 		return nil, err
 	}
-	args := append([]string{"--metrics-bind-address=" + addr, "--health-probe-bind-address=0", "--zap-log-level=error"}, flags...)
+	// Webhooks need a serving certificate and an API server that calls them; the
+	// benchmarks of the manager process measure its controllers.
+	args := append([]string{"--metrics-bind-address=" + addr, "--health-probe-bind-address=0", "--zap-log-level=error", "--enable-webhooks=false"}, flags...)
 	cmd := exec.Command(bin, args...)
 	cmd.Env = append(os.Environ(), "KUBECONFIG="+kubeconfig)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
@@ -236,4 +238,43 @@ func Poll(timeout time.Duration, check func() (bool, error)) error {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
+}
+
+// Bench is a started local control plane with the manager binary built beside it.
+type Bench struct {
+	Dir     string
+	Env     *testenv.Env
+	Manager string // path of the built manager binary
+	Fast    client.WithWatch
+}
+
+// Setup starts the local control plane in a temporary directory, builds the manager
+// and makes a client without rate limits. Close it when done.
+func Setup(ctx context.Context) (*Bench, error) {
+	dir, err := os.MkdirTemp("", "meshtls-bench-")
+	if err != nil {
+		return nil, err
+	}
+	b := &Bench{Dir: dir}
+	if b.Env, err = testenv.Start(ctx, testenv.Options{Dir: filepath.Join(dir, "env")}); err != nil {
+		b.Close()
+		return nil, err
+	}
+	if b.Manager, err = BuildManager(dir); err != nil {
+		b.Close()
+		return nil, err
+	}
+	if b.Fast, err = FastClient(b.Env.Config); err != nil {
+		b.Close()
+		return nil, err
+	}
+	return b, nil
+}
+
+// Close stops the control plane and removes the directory.
+func (b *Bench) Close() {
+	if b.Env != nil {
+		_ = b.Env.Stop()
+	}
+	_ = os.RemoveAll(b.Dir)
 }

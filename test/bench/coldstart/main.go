@@ -22,7 +22,6 @@ import (
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/meshtls/meshtls-operator/api/v1alpha1"
-	"github.com/meshtls/meshtls-operator/internal/testenv"
 	"github.com/meshtls/meshtls-operator/test/bench/benchutil"
 )
 
@@ -45,24 +44,12 @@ func main() {
 
 func run(n, policies int) error {
 	ctx := context.Background()
-	dir, err := os.MkdirTemp("", "meshtls-bench-")
+	b, err := benchutil.Setup(ctx)
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(dir)
-	env, err := testenv.Start(ctx, testenv.Options{Dir: filepath.Join(dir, "env")})
-	if err != nil {
-		return err
-	}
-	defer env.Stop()
-	bin, err := benchutil.BuildManager(dir)
-	if err != nil {
-		return err
-	}
-	fast, err := benchutil.FastClient(env.Config)
-	if err != nil {
-		return err
-	}
+	defer b.Close()
+	env, dir, bin, fast := b.Env, b.Dir, b.Manager, b.Fast
 
 	namespaces := (n + perNamespace - 1) / perNamespace
 	perNS := (policies + namespaces - 1) / namespaces

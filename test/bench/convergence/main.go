@@ -28,7 +28,6 @@ import (
 	"github.com/meshtls/meshtls-operator/api/v1alpha1"
 	"github.com/meshtls/meshtls-operator/internal/policy"
 	"github.com/meshtls/meshtls-operator/internal/scheme"
-	"github.com/meshtls/meshtls-operator/internal/testenv"
 	"github.com/meshtls/meshtls-operator/test/bench/benchutil"
 )
 
@@ -54,24 +53,12 @@ func main() {
 
 func run(n int, qps float32, burst, workers int) error {
 	ctx := context.Background()
-	dir, err := os.MkdirTemp("", "meshtls-bench-")
+	b, err := benchutil.Setup(ctx)
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(dir)
-	env, err := testenv.Start(ctx, testenv.Options{Dir: filepath.Join(dir, "env")})
-	if err != nil {
-		return err
-	}
-	defer env.Stop()
-	bin, err := benchutil.BuildManager(dir)
-	if err != nil {
-		return err
-	}
-	fast, err := benchutil.FastClient(env.Config)
-	if err != nil {
-		return err
-	}
+	defer b.Close()
+	env, dir, bin, fast := b.Env, b.Dir, b.Manager, b.Fast
 	fmt.Printf("== convergence, %d meshed pods (manager and baseline: qps %.0f, burst %d, %d workers)\n", n, qps, burst, workers)
 	if _, err := benchutil.CreateMeshedPods(ctx, fast, "conv", n, 50, 5); err != nil {
 		return err
