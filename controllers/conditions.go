@@ -69,10 +69,11 @@ func workloadStatus(p *v1alpha1.WorkloadMTLSPolicy, s policy.WorkloadStatus, flo
 		setCondition(&out.Conditions, gen, v1alpha1.ConditionConflicted, false, v1alpha1.ReasonNoConflict, "no other policy selects this policy's pods")
 	}
 
-	fr, fm := floorMessage(floor, s.BelowFloor, "no mode of this policy")
+	what := "every mode of this policy"
 	if s.BelowFloor {
-		fr, fm = floorMessage(floor, true, "a mode of this policy")
+		what = "a mode of this policy"
 	}
+	fr, fm := floorMessage(floor, s.BelowFloor, what)
 	setCondition(&out.Conditions, gen, v1alpha1.ConditionMinimumModeApplied, s.BelowFloor, fr, fm)
 
 	switch {
