@@ -37,6 +37,15 @@ func main() {
 	flag.StringVar(&o.WebhookCertDir, "webhook-cert-dir", "", "directory holding the webhook server's tls.crt and tls.key (default: controller-runtime's)")
 	flag.StringVar(&o.Inject.ProxyImage, "proxy-image", o.Inject.ProxyImage, "image of the injected meshtls-proxy sidecar and capture step")
 	flag.Int64Var(&o.Inject.ProxyUID, "proxy-uid", o.Inject.ProxyUID, "user ID the proxy runs as; its own traffic is not captured")
+	resources := map[string]*string{}
+	for _, r := range []struct{ flag, def, help string }{
+		{"proxy-cpu-request", "50m", "CPU request of the injected proxy"},
+		{"proxy-memory-request", "32Mi", "memory request of the injected proxy"},
+		{"proxy-cpu-limit", "", "CPU limit of the injected proxy (none when empty)"},
+		{"proxy-memory-limit", "128Mi", "memory limit of the injected proxy (none when empty)"},
+	} {
+		resources[r.flag] = flag.String(r.flag, r.def, r.help)
+	}
 	flag.StringVar(&o.OperatorNamespace, "operator-namespace", envOr("POD_NAMESPACE", "meshtls-system"), "the operator's namespace, whose pods are never injected")
 	flag.StringVar(&o.PprofAddr, "pprof-bind-address", "", "address of a net/http/pprof endpoint for profiling; off when empty")
 	flag.BoolVar(&o.EnableHTTP2, "enable-http2", false, "serve HTTP/2 on the metrics and webhook servers (off: CVE-2023-44487, CVE-2023-39325)")
@@ -44,6 +53,12 @@ func main() {
 	zapOpts.BindFlags(flag.CommandLine)
 	flag.Parse()
 	o.KubeAPIQPS = float32(qps)
+	var err error
+	if o.Inject.ProxyResources, err = inject.Resources(*resources["proxy-cpu-request"], *resources["proxy-memory-request"],
+		*resources["proxy-cpu-limit"], *resources["proxy-memory-limit"]); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
+	}
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
 
 	cfg, err := ctrl.GetConfig()

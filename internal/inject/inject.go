@@ -77,6 +77,36 @@ func DefaultConfig() Config {
 	}
 }
 
+// Resources builds resource requirements from flag values; an empty value sets
+// nothing.
+func Resources(cpuRequest, memoryRequest, cpuLimit, memoryLimit string) (corev1.ResourceRequirements, error) {
+	var out corev1.ResourceRequirements
+	for _, q := range []struct {
+		list  *corev1.ResourceList
+		name  corev1.ResourceName
+		value string
+		flag  string
+	}{
+		{&out.Requests, corev1.ResourceCPU, cpuRequest, "--proxy-cpu-request"},
+		{&out.Requests, corev1.ResourceMemory, memoryRequest, "--proxy-memory-request"},
+		{&out.Limits, corev1.ResourceCPU, cpuLimit, "--proxy-cpu-limit"},
+		{&out.Limits, corev1.ResourceMemory, memoryLimit, "--proxy-memory-limit"},
+	} {
+		if q.value == "" {
+			continue
+		}
+		v, err := resource.ParseQuantity(q.value)
+		if err != nil {
+			return out, fmt.Errorf("%s=%q is not a quantity (e.g. 50m, 32Mi): %w", q.flag, q.value, err)
+		}
+		if *q.list == nil {
+			*q.list = corev1.ResourceList{}
+		}
+		(*q.list)[q.name] = v
+	}
+	return out, nil
+}
+
 // Injected reports whether a pod already carries the proxy.
 func Injected(pod *corev1.Pod) bool {
 	for _, c := range pod.Spec.InitContainers {

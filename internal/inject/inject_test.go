@@ -100,3 +100,19 @@ func TestInjectRefusals(t *testing.T) {
 		t.Error("host-network pods must be skipped")
 	}
 }
+
+func TestResources(t *testing.T) {
+	r, err := Resources("100m", "64Mi", "", "256Mi")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Requests.Cpu().String() != "100m" || r.Requests.Memory().String() != "64Mi" || r.Limits.Memory().String() != "256Mi" {
+		t.Errorf("resources = %+v", r)
+	}
+	if _, ok := r.Limits[corev1.ResourceCPU]; ok {
+		t.Error("an empty CPU limit must set none")
+	}
+	if _, err := Resources("lots", "", "", ""); err == nil || !strings.Contains(err.Error(), "--proxy-cpu-request") {
+		t.Errorf("want an error naming the flag, got %v", err)
+	}
+}
