@@ -47,6 +47,10 @@ manifests: ## Generate CRDs and RBAC from the API types and markers.
 generate: ## Generate deepcopy code.
 	$(CONTROLLER_GEN) object:headerFile=hack/boilerplate.go.txt paths=./api/...
 
+.PHONY: bundle
+bundle: manifests ## Generate the OLM bundle (bundle/) from config/default and config/samples.
+	go run ./hack/bundle
+
 .PHONY: verify
 verify: manifests generate ## Fail when generated files are stale.
 	git diff --exit-code -- api config
@@ -64,6 +68,10 @@ vet: ## go vet.
 .PHONY: build
 build: ## Build the manager binary into bin/.
 	go build -o bin/manager ./cmd/manager
+
+.PHONY: bundle-build
+bundle-build: ## Build the bundle image (needs a Docker engine).
+	docker build -f bundle.Dockerfile -t $(IMG)-bundle .
 
 .PHONY: docker-build
 docker-build: ## Build the manager image (needs a Docker engine).
