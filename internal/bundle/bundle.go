@@ -82,7 +82,9 @@ func Build(objs []*unstructured.Unstructured, o Options) (map[string][]byte, err
 		}
 		webhooks = append(webhooks, defs...)
 	}
-	sort.Slice(owned, func(i, j int) bool { return owned[i].(map[string]any)["name"].(string) < owned[j].(map[string]any)["name"].(string) })
+	sort.Slice(owned, func(i, j int) bool {
+		return owned[i].(map[string]any)["name"].(string) < owned[j].(map[string]any)["name"].(string)
+	})
 
 	depSpec, _, _ := unstructured.NestedMap(deployment.Object, "spec")
 	if o.Image != "" {
