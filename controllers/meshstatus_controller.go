@@ -4,8 +4,8 @@ import (
 	"context"
 	"fmt"
 
-	apiequality "k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -37,17 +37,6 @@ func (r *MeshStatusReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (c
 		}
 		return ctrl.Result{}, fmt.Errorf("failed to get MeshMTLSPolicy default: %w", err)
 	}
-	want := meshStatus(mesh, counts)
-	if apiequality.Semantic.DeepEqual(mesh.Status, want) {
-		return ctrl.Result{}, nil
-	}
-	mesh.Status = want
-	if err := r.Client.Status().Update(ctx, mesh, client.FieldOwner(FieldManager)); err != nil {
-		if apierrors.IsConflict(err) {
-			return ctrl.Result{Requeue: true}, nil
-		}
-		return ctrl.Result{}, fmt.Errorf("failed to update MeshMTLSPolicy default status: %w", err)
-	}
-	metrics.StatusWrites.WithLabelValues("MeshMTLSPolicy").Inc()
-	return ctrl.Result{}, nil
+	return ctrl.Result{}, writeStatus(ctx, r.Client, nil, mesh, &mesh.Status, meshStatus(mesh, counts),
+		func(s *v1alpha1.MeshMTLSPolicyStatus) []metav1.Condition { return s.Conditions })
 }

@@ -4,7 +4,7 @@ import (
 	"context"
 	"fmt"
 
-	corev1 "k8s.io/api/core/v1"
+	apiequality "k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
@@ -66,7 +66,9 @@ func (r *PodProxyConfigReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 	if current == nil {
 		return ctrl.Result{}, r.create(ctx, result.Pod, want)
 	}
-	if current.Spec.ConfigHash == want.ConfigHash && current.Spec.ConfigHash == policy.ConfigHash(current.Spec) {
+	// Comparing whole specs (the hash included) also catches a hand edit that kept
+	// the hash.
+	if apiequality.Semantic.DeepEqual(current.Spec, want) {
 		return ctrl.Result{}, nil
 	}
 	current.Spec = want
@@ -119,8 +121,3 @@ func (r *PodProxyConfigReconciler) remove(ctx context.Context, ppc *v1alpha1.Pod
 	}
 	return nil
 }
-
-// podStub is the object type of pod watches: the feeder needs only metadata, labels,
-// the service account and container ports, and the cache keeps only those (see
-// trimPod), which keeps the manager's memory small on large clusters.
-var podStub = &corev1.Pod{}

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 
-	apiequality "k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -14,7 +13,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/recorder"
 
 	"github.com/meshtls/meshtls-operator/api/v1alpha1"
-	"github.com/meshtls/meshtls-operator/internal/metrics"
 	"github.com/meshtls/meshtls-operator/internal/policy"
 )
 
@@ -40,8 +38,8 @@ func (r *PolicyStatusReconciler) Reconcile(ctx context.Context, req ctrl.Request
 	switch {
 	case err == nil:
 		if s, ok := r.Index.NamespacePolicyStatus(ns); ok {
-			status := namespaceStatus(nsPolicy, s, floor)
-			errs = append(errs, r.write(ctx, nsPolicy, &nsPolicy.Status, status, "NamespaceMTLSPolicy", nsPolicy.Status.Conditions, status.Conditions))
+			errs = append(errs, writeStatus(ctx, r.Client, r.Recorder, nsPolicy, &nsPolicy.Status, namespaceStatus(nsPolicy, s, floor),
+				func(s *v1alpha1.NamespaceMTLSPolicyStatus) []metav1.Condition { return s.Conditions }))
 		}
 	case !apierrors.IsNotFound(err):
 		errs = append(errs, fmt.Errorf("failed to get NamespaceMTLSPolicy %s/default: %w", ns, err))
@@ -58,33 +56,10 @@ func (r *PolicyStatusReconciler) Reconcile(ctx context.Context, req ctrl.Request
 		if !ok {
 			continue // the index has not seen it yet; its event brings us back
 		}
-		status := workloadStatus(p, s, floor)
-		errs = append(errs, r.write(ctx, p, &p.Status, status, "WorkloadMTLSPolicy", p.Status.Conditions, status.Conditions))
+		errs = append(errs, writeStatus(ctx, r.Client, r.Recorder, p, &p.Status, workloadStatus(p, s, floor),
+			func(s *v1alpha1.WorkloadMTLSPolicyStatus) []metav1.Condition { return s.Conditions }))
 	}
 	return ctrl.Result{}, errors.Join(errs...)
-}
-
-// write stores want into *current and updates the status subresource, when it
-// differs; it records an Event for each outcome condition that flipped.
-func (r *PolicyStatusReconciler) write(ctx context.Context, obj client.Object, current, want any, kind string, oldConds, newConds []metav1.Condition) error {
-	if apiequality.Semantic.DeepEqual(current, want) {
-		return nil
-	}
-	switch c := current.(type) {
-	case *v1alpha1.NamespaceMTLSPolicyStatus:
-		*c = want.(v1alpha1.NamespaceMTLSPolicyStatus)
-	case *v1alpha1.WorkloadMTLSPolicyStatus:
-		*c = want.(v1alpha1.WorkloadMTLSPolicyStatus)
-	}
-	if err := r.Client.Status().Update(ctx, obj, client.FieldOwner(FieldManager)); err != nil {
-		if apierrors.IsConflict(err) || apierrors.IsNotFound(err) {
-			return nil // a newer version is on its way through the watch
-		}
-		return fmt.Errorf("failed to update status of %s %s/%s: %w", kind, obj.GetNamespace(), obj.GetName(), err)
-	}
-	metrics.StatusWrites.WithLabelValues(kind).Inc()
-	recordFlips(r.Recorder, obj, oldConds, newConds)
-	return nil
 }
 
 // outcomeConditions are the conditions whose changes are worth an Event.

@@ -34,7 +34,7 @@ func Setup(mgr ctrl.Manager, opts Options) (*policy.Index, error) {
 
 	err := ctrl.NewControllerManagedBy(mgr).
 		Named("podproxyconfig").
-		Watches(podStub, f.pods()).
+		Watches(&corev1.Pod{}, f.pods()). // cached trimmed: see TrimPod
 		Watches(&corev1.Namespace{}, f.namespaces()).
 		Watches(&corev1.Service{}, f.services()).
 		Watches(&v1alpha1.MeshMTLSPolicy{}, f.meshPolicies()).
@@ -82,7 +82,6 @@ func TrimPod(obj any) (any, error) {
 	trimmed.CreationTimestamp, trimmed.DeletionTimestamp = pod.CreationTimestamp, pod.DeletionTimestamp
 	trimmed.OwnerReferences = pod.OwnerReferences
 	trimmed.Spec.ServiceAccountName = pod.Spec.ServiceAccountName
-	trimmed.Spec.HostNetwork = pod.Spec.HostNetwork
 	for _, list := range []struct {
 		from []corev1.Container
 		to   *[]corev1.Container

@@ -7,11 +7,9 @@ package webhooks
 import (
 	"context"
 	"fmt"
-	"sort"
 	"strings"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -162,11 +160,6 @@ func (v *RolloutValidator) validate(ctx context.Context, r *v1alpha1.MTLSRollout
 	if err := v.Ready(); err != nil {
 		return nil, err
 	}
-	path := field.NewPath("spec", "namespaceSelector")
-	mine, err := metav1.LabelSelectorAsSelector(&r.Spec.NamespaceSelector)
-	if err != nil {
-		return nil, invalid("MTLSRollout", r.Name, field.ErrorList{field.Invalid(path, r.Spec.NamespaceSelector, err.Error())})
-	}
 	rollouts := &v1alpha1.MTLSRolloutList{}
 	if err := v.Client.List(ctx, rollouts); err != nil {
 		return nil, fmt.Errorf("failed to list MTLSRollouts: %w", err)
@@ -175,42 +168,25 @@ func (v *RolloutValidator) validate(ctx context.Context, r *v1alpha1.MTLSRollout
 	if err := v.Client.List(ctx, namespaces); err != nil {
 		return nil, fmt.Errorf("failed to list namespaces: %w", err)
 	}
-	nsLabels := map[string]map[string]string{}
-	order := make([]string, 0, len(namespaces.Items))
+	nsLabels := make(map[string]map[string]string, len(namespaces.Items))
 	for _, ns := range namespaces.Items {
 		nsLabels[ns.Name] = ns.Labels
-		order = append(order, ns.Name)
 	}
-	sort.Strings(order)
+	path := field.NewPath("spec", "namespaceSelector")
+	conflicts, err := rollout.Conflicts(r, rollouts.Items, nsLabels)
+	if err != nil {
+		return nil, invalid("MTLSRollout", r.Name, field.ErrorList{field.Invalid(path, r.Spec.NamespaceSelector, err.Error())})
+	}
 	var errs field.ErrorList
-	for _, other := range rollouts.Items {
-		if other.Name == r.Name || rollout.Finished(other.Status.Phase) {
-			continue
-		}
-		theirs, err := metav1.LabelSelectorAsSelector(&other.Spec.NamespaceSelector)
-		if err != nil {
-			continue
-		}
-		common := rollout.Overlap(mine, theirs, nsLabels, order)
-		equal := policy.SelectorKey(&r.Spec.NamespaceSelector) == policy.SelectorKey(&other.Spec.NamespaceSelector)
-		if len(common) == 0 && !equal {
-			continue
-		}
+	for _, c := range conflicts {
 		what := "the same namespaces"
-		if len(common) > 0 {
-			what = "namespaces " + namedList(common)
+		if len(c.Namespaces) > 0 {
+			what = "namespaces " + policy.NameFew(c.Namespaces)
 		}
 		errs = append(errs, field.Forbidden(path, fmt.Sprintf(
-			"selects %s, which MTLSRollout %q (phase %q) is still rolling out; wait for it to finish, or narrow this selector", what, other.Name, other.Status.Phase)))
+			"selects %s, which MTLSRollout %q (phase %q) is still rolling out; wait for it to finish, or narrow this selector", what, c.Rollout, c.Phase)))
 	}
 	return nil, invalid("MTLSRollout", r.Name, errs)
-}
-
-func namedList(names []string) string {
-	if len(names) <= 5 {
-		return strings.Join(names, ", ")
-	}
-	return fmt.Sprintf("%s (and %d more)", strings.Join(names[:5], ", "), len(names)-5)
 }
 
 // ValidateCreate implements admission.Validator.

@@ -112,7 +112,7 @@ func (ix *Index) AdmitWorkloadPolicy(p *WorkloadPolicy, portIndex map[int32]int)
 		if len(common) > 0 {
 			a.Errors = append(a.Errors, field.Forbidden(what, fmt.Sprintf(
 				"would select pods that WorkloadMTLSPolicy %q in namespace %s already selects: %s; a pod may be decided by one workload policy only: narrow this policy's selection or that one's",
-				o.Name, p.Namespace, namePods(common))))
+				o.Name, p.Namespace, NameFew(common))))
 			continue
 		}
 		if ix.mayShare(n, p, o) {
@@ -123,7 +123,8 @@ func (ix *Index) AdmitWorkloadPolicy(p *WorkloadPolicy, portIndex map[int32]int)
 	return a
 }
 
-func namePods(names []string) string {
+// NameFew joins names for a message: the first five, then how many more.
+func NameFew(names []string) string {
 	if len(names) <= maxNamedPods {
 		return strings.Join(names, ", ")
 	}

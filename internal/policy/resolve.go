@@ -93,7 +93,7 @@ func candidates(n *nsIndex, pod *Pod) []*WorkloadPolicy {
 }
 
 func resolve(mesh *Mesh, n *nsIndex, pod *Pod) Result {
-	r := Result{Pod: *pod, TrustDomain: "", HasIssuer: false}
+	r := Result{Pod: *pod}
 	meshMode, floor := v1alpha1.MeshDefaultMode, v1alpha1.ModeDisable
 	if mesh != nil {
 		meshMode, floor = mesh.Mode, mesh.MinimumMode
