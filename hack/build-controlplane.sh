@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds kube-apiserver, kubectl and etcd from source through the Go module proxy and
+# Builds kube-apiserver, kube-controller-manager, kubectl and etcd from source through the Go module proxy and
 # caches them outside the repository, in $MESHTLS_CACHE/k8s-<version>/ (default
 # ~/.cache/meshtls). Nothing that is already cached is rebuilt. Prints progress: a
 # first build takes 15-25 minutes on two cores.
@@ -46,20 +46,20 @@ k8s_module() {
   grep -E '^\s*k8s.io/[a-z0-9-]+ => \./staging/' "$gomod" | awk '{print $1}' | while read -r m; do
     go mod edit -replace="$m=$m@$STAGING_VERSION"
   done
-  printf 'package tools\nimport (\n _ "k8s.io/kubernetes/cmd/kube-apiserver"\n _ "k8s.io/kubernetes/cmd/kubectl"\n)\n' > tools.go
+  printf 'package tools\nimport (\n _ "k8s.io/kubernetes/cmd/kube-apiserver"\n _ "k8s.io/kubernetes/cmd/kube-controller-manager"\n _ "k8s.io/kubernetes/cmd/kubectl"\n)\n' > tools.go
   GOFLAGS=-mod=mod go mod tidy >/dev/null 2>&1 || true
 }
 
 build_k8s() {
-  if [ -x "$ASSETS/kube-apiserver" ] && [ -x "$ASSETS/kubectl" ]; then
-    log "kube-apiserver and kubectl $K8S_VERSION cached"; return
+  if [ -x "$ASSETS/kube-apiserver" ] && [ -x "$ASSETS/kube-controller-manager" ] && [ -x "$ASSETS/kubectl" ]; then
+    log "kube-apiserver, kube-controller-manager and kubectl $K8S_VERSION cached"; return
   fi
   local work; work=$(mktemp -d)
   log "preparing k8s.io/kubernetes $K8S_VERSION module"
   ( k8s_module "$work" )
-  for cmd in kube-apiserver kubectl; do
+  for cmd in kube-apiserver kube-controller-manager kubectl; do
     if [ -x "$ASSETS/$cmd" ]; then continue; fi
-    log "building $cmd $K8S_VERSION (kube-apiserver takes 10-17 minutes)"
+    log "building $cmd $K8S_VERSION (kube-apiserver and kube-controller-manager take 10-17 minutes each)"
     ( cd "$work" && GOFLAGS=-mod=mod CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$ASSETS/$cmd.tmp" "k8s.io/kubernetes/cmd/$cmd" )
     mv "$ASSETS/$cmd.tmp" "$ASSETS/$cmd"
     log "$cmd ready"
