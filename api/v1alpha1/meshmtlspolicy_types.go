@@ -167,15 +167,40 @@ type MeshMTLSPolicyStatus struct {
 
 	// meshedNamespaces is the number of namespaces with at least one meshed pod.
 	// +optional
-	MeshedNamespaces int32 `json:"meshedNamespaces,omitempty"`
+	MeshedNamespaces int32 `json:"meshedNamespaces"`
 
 	// meshedPods is the number of meshed pods.
 	// +optional
-	MeshedPods int32 `json:"meshedPods,omitempty"`
+	MeshedPods int32 `json:"meshedPods"`
 
 	// podsByMode counts meshed pods by effective inbound mode.
 	// +optional
 	PodsByMode *ModeCounts `json:"podsByMode,omitempty"`
+
+	// podsWithoutSidecar is the number of meshed pods that carry no proxy (labelled
+	// meshed after they were created): nothing enforces their mode until they are
+	// recreated.
+	// +optional
+	PodsWithoutSidecar int32 `json:"podsWithoutSidecar"`
+
+	// certificates counts the workload Certificates the operator keeps.
+	// +optional
+	Certificates *CertificateCounts `json:"certificates,omitempty"`
+}
+
+// CertificateCounts counts workload Certificates by health.
+type CertificateCounts struct {
+	// ready is the number of Certificates cert-manager reports Ready.
+	// +optional
+	Ready int32 `json:"ready"`
+	// failing is the number of Certificates that are not Ready (issuance failed or
+	// pending), and of names held by Certificates the operator does not own.
+	// +optional
+	Failing int32 `json:"failing"`
+	// expiring is the number of Ready Certificates whose notAfter is closer than
+	// their renewBefore: cert-manager should have renewed them already.
+	// +optional
+	Expiring int32 `json:"expiring"`
 }
 
 // MeshMTLSPolicy is the single mesh-wide mTLS policy; its name must be "default".

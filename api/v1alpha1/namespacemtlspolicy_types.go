@@ -32,7 +32,7 @@ type NamespaceMTLSPolicyStatus struct {
 	// selectedPods is the number of meshed pods in the namespace whose mode this
 	// policy decides (pods decided by a workload policy are not counted).
 	// +optional
-	SelectedPods int32 `json:"selectedPods,omitempty"`
+	SelectedPods int32 `json:"selectedPods"`
 
 	// conditions: Accepted, MinimumModeApplied and Ready.
 	// +optional

@@ -33,6 +33,15 @@ type InboundConfig struct {
 	// +listMapKey=port
 	// +kubebuilder:validation:MaxItems=64
 	Ports []PortMTLS `json:"ports,omitempty"`
+
+	// uncapturedPorts are ports excluded from capture by the pod's
+	// meshtls.io/exclude-inbound-ports annotation although their effective mode is
+	// not DISABLE: connections to them reach the application without the proxy, in
+	// plaintext. Shown here so the bypass is visible; the proxy cannot enforce them.
+	// +optional
+	// +listType=set
+	// +kubebuilder:validation:MaxItems=64
+	UncapturedPorts []int32 `json:"uncapturedPorts,omitempty"`
 }
 
 // Decision is one level of policy that applied to a pod: the explanation of the
@@ -108,6 +117,59 @@ type PodProxyConfigSpec struct {
 	// +optional
 	// +kubebuilder:validation:MaxLength=80
 	ConfigHash string `json:"configHash,omitempty"`
+
+	// sidecar says whether the pod carries the meshtls-proxy sidecar. Missing means
+	// the pod became meshed after it was created (a label change): nothing enforces
+	// this configuration until the pod is recreated, and an MTLSRollout will not
+	// promote its namespace. Not covered by configHash (it is an observation, not
+	// configuration).
+	// +optional
+	Sidecar SidecarState `json:"sidecar,omitempty"`
+
+	// certificate is the operator's view of the pod's workload certificate: the
+	// cert-manager Certificate and whether cert-manager reports it Ready. (The
+	// proxy's own view is its CertificateReady condition.) Absent when the mesh has
+	// no issuer. Not covered by configHash.
+	// +optional
+	Certificate *CertificateState `json:"certificate,omitempty"`
+}
+
+// SidecarState says whether a meshed pod carries the proxy.
+// +kubebuilder:validation:Enum=Injected;Missing
+type SidecarState string
+
+const (
+	// SidecarInjected: the pod carries the meshtls-proxy sidecar.
+	SidecarInjected SidecarState = "Injected"
+	// SidecarMissing: the pod is meshed but has no sidecar (labelled after it was
+	// created); recreate it to get one.
+	SidecarMissing SidecarState = "Missing"
+)
+
+// CertificateState is the state of a pod's workload certificate as cert-manager
+// reports it.
+type CertificateState struct {
+	// name is the cert-manager Certificate in the pod's namespace.
+	// +required
+	// +kubebuilder:validation:MaxLength=253
+	Name string `json:"name"`
+
+	// ready is true when the Certificate exists, is the operator's, and cert-manager
+	// reports it Ready.
+	// +optional
+	Ready bool `json:"ready"`
+
+	// reason is cert-manager's reason for the Ready condition, or one of the
+	// operator's: Pending (not created yet), NotOwned (a Certificate of this name
+	// that the operator did not create; it is left alone).
+	// +optional
+	// +kubebuilder:validation:MaxLength=128
+	Reason string `json:"reason,omitempty"`
+
+	// message explains reason.
+	// +optional
+	// +kubebuilder:validation:MaxLength=1024
+	Message string `json:"message,omitempty"`
 }
 
 // ConnectionCounts are a proxy's inbound connection counters since it started.
@@ -160,6 +222,8 @@ type PodProxyConfigStatus struct {
 // +kubebuilder:printcolumn:name="Mode",type=string,JSONPath=`.spec.inbound.mode`
 // +kubebuilder:printcolumn:name="Ports",type=string,JSONPath=`.spec.inbound.ports[*].port`
 // +kubebuilder:printcolumn:name="Identity",type=string,JSONPath=`.spec.identity`
+// +kubebuilder:printcolumn:name="Sidecar",type=string,JSONPath=`.spec.sidecar`,priority=1
+// +kubebuilder:printcolumn:name="Cert",type=boolean,JSONPath=`.spec.certificate.ready`
 // +kubebuilder:printcolumn:name="Applied",type=string,JSONPath=`.status.conditions[?(@.type=="Applied")].status`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 type PodProxyConfig struct {

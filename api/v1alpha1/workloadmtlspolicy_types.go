@@ -54,7 +54,7 @@ type WorkloadMTLSPolicyStatus struct {
 	// selectedPods is the number of meshed pods this policy decides for; pods it loses
 	// to an older conflicting policy are not counted.
 	// +optional
-	SelectedPods int32 `json:"selectedPods,omitempty"`
+	SelectedPods int32 `json:"selectedPods"`
 
 	// undeclaredPorts lists portLevelMTLS ports that some selected pod does not
 	// declare. They are enforced all the same; this is a warning, not an error.
