@@ -164,10 +164,10 @@ func ParseCIDRs(s string) ([]netip.Prefix, error) {
 			if err != nil {
 				return nil, fmt.Errorf("%q is not a CIDR or an IP address; write a comma-separated list such as 10.0.0.0/8,fd00::/8", f)
 			}
+			if a.Zone() != "" {
+				return nil, fmt.Errorf("%q: an IPv6 zone has no meaning in a range; drop the %%%s", f, a.Zone())
+			}
 			p = netip.PrefixFrom(a, a.BitLen())
-		}
-		if p.Addr().Zone() != "" {
-			return nil, fmt.Errorf("%q: an IPv6 zone has no meaning in a range; drop the %%%s", f, p.Addr().Zone())
 		}
 		if p.Addr().Is4In6() {
 			return nil, fmt.Errorf("%q is an IPv4-mapped IPv6 range; write the IPv4 range instead", f)
