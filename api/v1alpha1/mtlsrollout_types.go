@@ -9,7 +9,8 @@ import (
 type RolloutPhase string
 
 const (
-	// RolloutPending: not started yet.
+	// RolloutPending: not started yet: it selects no namespace, or an older
+	// unfinished rollout selects some of the same namespaces.
 	RolloutPending RolloutPhase = "Pending"
 	// RolloutProgressing: promoting namespaces.
 	RolloutProgressing RolloutPhase = "Progressing"
@@ -23,8 +24,39 @@ const (
 	RolloutFailed RolloutPhase = "Failed"
 )
 
+// Reasons of the MTLSRollout conditions (Ready, Progressing, Reconciling, Stalled).
+const (
+	// RolloutReasonWaiting: namespaces wait for their pods (configuration not
+	// applied, certificates not ready, plaintext seen) or for a free slot.
+	RolloutReasonWaiting = "Waiting"
+	// RolloutReasonPromoting: a namespace has been promoted and its pods are applying
+	// the target mode, or it is soaking.
+	RolloutReasonPromoting = "Promoting"
+	// RolloutReasonPaused: spec.paused is true; no namespace is promoted until it is
+	// false again (one already promoted finishes its soak).
+	RolloutReasonPaused = "Paused"
+	// RolloutReasonSucceeded: every selected namespace is at the target mode and soaked.
+	RolloutReasonSucceeded = "Succeeded"
+	// RolloutReasonRolledBack: a namespace failed after promotion and its previous mode
+	// was restored; the rollout stopped.
+	RolloutReasonRolledBack = "RolledBack"
+	// RolloutReasonFailed: a namespace failed after promotion and was left as it is
+	// (rollbackOnFailure is false); the rollout stopped.
+	RolloutReasonFailed = "Failed"
+	// RolloutReasonNoNamespaces: spec.namespaceSelector selects no namespace.
+	RolloutReasonNoNamespaces = "NoNamespaces"
+	// RolloutReasonInvalidSelector: spec.namespaceSelector cannot be parsed.
+	RolloutReasonInvalidSelector = "InvalidSelector"
+	// RolloutReasonOverlap: an older unfinished rollout selects some of the same
+	// namespaces; this one waits for it.
+	RolloutReasonOverlap = "OverlappingRollout"
+	// RolloutReasonPodsWithoutSidecar: nothing can move until meshed pods without a
+	// sidecar are recreated (they cannot speak mTLS).
+	RolloutReasonPodsWithoutSidecar = "PodsWithoutSidecar"
+)
+
 // NamespaceRolloutState is the state of one namespace in a rollout.
-// +kubebuilder:validation:Enum=Pending;Waiting;Promoted;Soaking;Succeeded;RolledBack;Failed
+// +kubebuilder:validation:Enum=Pending;Waiting;Promoted;Soaking;Succeeded;RolledBack;Failed;Skipped;Removed
 type NamespaceRolloutState string
 
 const (
@@ -42,6 +74,12 @@ const (
 	NamespaceRolledBack NamespaceRolloutState = "RolledBack"
 	// NamespaceFailed: failed and left as it is.
 	NamespaceFailed NamespaceRolloutState = "Failed"
+	// NamespaceSkipped: already at the target mode when the rollout came to it; the
+	// rollout did not write its policy.
+	NamespaceSkipped NamespaceRolloutState = "Skipped"
+	// NamespaceRemoved: no longer selected (or deleted) before it finished; left as it
+	// was, and reported.
+	NamespaceRemoved NamespaceRolloutState = "Removed"
 )
 
 // MTLSRolloutSpec says which namespaces to move to which mode, and how carefully.
@@ -116,6 +154,28 @@ type NamespaceRolloutStatus struct {
 	// +optional
 	// +kubebuilder:validation:MaxLength=1024
 	Message string `json:"message,omitempty"`
+
+	// rejectedPlaintextAtPromotion is the rejectedPlaintext counter, at promotion, of
+	// each pod whose counter was not zero then. A rise above it after promotion is a
+	// failure; a counter below it means the proxy restarted, and all of it counts.
+	// Cleared once the namespace has soaked.
+	// +optional
+	// +listType=map
+	// +listMapKey=pod
+	// +kubebuilder:validation:MaxItems=1000
+	RejectedPlaintextAtPromotion []PodCounter `json:"rejectedPlaintextAtPromotion,omitempty"`
+}
+
+// PodCounter is a counter of one pod.
+type PodCounter struct {
+	// pod is the pod's name.
+	// +required
+	// +kubebuilder:validation:MaxLength=253
+	Pod string `json:"pod"`
+
+	// value of the counter.
+	// +required
+	Value int64 `json:"value"`
 }
 
 // MTLSRolloutStatus is the observed state of a rollout; all of its state is here, so
