@@ -17,6 +17,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
 
+	"github.com/meshtls/meshtls-operator/internal/capture"
 	"github.com/meshtls/meshtls-operator/internal/identity"
 )
 
@@ -216,8 +217,35 @@ func captureContainer(pod *corev1.Pod, cfg Config) (corev1.Container, error) {
 	if outbound != "" {
 		args = append(args, "--exclude-outbound-ports="+outbound)
 	}
-	if cidrs := strings.TrimSpace(pod.Annotations[AnnotationExcludeOutboundCIDRs]); cidrs != "" {
-		args = append(args, "--exclude-outbound-ip-ranges="+cidrs)
+	// The same parser as the capture step's, so that a range the step would
+	// refuse fails admission with the annotation's name instead of leaving the
+	// pod in Init:CrashLoopBackOff.
+	cidrs, err := capture.ParseCIDRs(pod.Annotations[AnnotationExcludeOutboundCIDRs])
+	if err != nil {
+		return corev1.Container{}, fmt.Errorf("metadata.annotations[%s]: %w", AnnotationExcludeOutboundCIDRs, err)
+	}
+	if len(cidrs) > 0 {
+		list := make([]string, len(cidrs))
+		for i, c := range cidrs {
+			list[i] = c.String()
+		}
+		args = append(args, "--exclude-outbound-ip-ranges="+strings.Join(list, ","))
+	}
+	// Capture lets the proxy's UID through; an application container running as
+	// that user would send its outbound traffic around the proxy unseen.
+	// Injection's own containers are not in the pod yet.
+	if sc := pod.Spec.SecurityContext; sc != nil && sc.RunAsUser != nil && *sc.RunAsUser == cfg.ProxyUID {
+		return corev1.Container{}, fmt.Errorf("spec.securityContext.runAsUser: %d is the meshtls proxy's user ID, whose traffic capture lets through; run the application as another user", cfg.ProxyUID)
+	}
+	for _, cs := range []struct {
+		field string
+		list  []corev1.Container
+	}{{"initContainers", pod.Spec.InitContainers}, {"containers", pod.Spec.Containers}} {
+		for _, c := range cs.list {
+			if sc := c.SecurityContext; sc != nil && sc.RunAsUser != nil && *sc.RunAsUser == cfg.ProxyUID {
+				return corev1.Container{}, fmt.Errorf("spec.%s[%s].securityContext.runAsUser: %d is the meshtls proxy's user ID, whose traffic capture lets through; run the application as another user", cs.field, c.Name, cfg.ProxyUID)
+			}
+		}
 	}
 	return corev1.Container{
 		Name:      CaptureContainer,
@@ -225,15 +253,19 @@ func captureContainer(pod *corev1.Pod, cfg Config) (corev1.Container, error) {
 		Args:      args,
 		Resources: cfg.CaptureResources,
 		SecurityContext: &corev1.SecurityContext{
-			// iptables needs root and NET_ADMIN/NET_RAW, in this short-lived step only.
+			// The step programs nftables through netlink: root with NET_ADMIN in the
+			// pod's network namespace, in this short-lived step only. No NET_RAW:
+			// unlike iptables-legacy, nf_tables netlink needs no raw socket.
 			RunAsUser:                ptr.To[int64](0),
+			RunAsGroup:               ptr.To[int64](0),
 			RunAsNonRoot:             ptr.To(false),
 			AllowPrivilegeEscalation: ptr.To(false),
 			ReadOnlyRootFilesystem:   ptr.To(true),
 			Capabilities: &corev1.Capabilities{
 				Drop: []corev1.Capability{"ALL"},
-				Add:  []corev1.Capability{"NET_ADMIN", "NET_RAW"},
+				Add:  []corev1.Capability{"NET_ADMIN"},
 			},
+			SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
 		},
 	}, nil
 }

@@ -9,6 +9,9 @@ import (
 	"k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/utils/ptr"
+
+	"github.com/meshtls/meshtls-operator/internal/capture"
 )
 
 func appPod() *corev1.Pod {
@@ -114,5 +117,92 @@ func TestResources(t *testing.T) {
 	}
 	if _, err := Resources("lots", "", "", ""); err == nil || !strings.Contains(err.Error(), "--proxy-cpu-request") {
 		t.Errorf("want an error naming the flag, got %v", err)
+	}
+}
+
+// The capture step's arguments, what the step makes of them, and its privileges.
+func TestCaptureContainer(t *testing.T) {
+	for name, tc := range map[string]struct {
+		annotations map[string]string
+		mutate      func(*corev1.Pod)
+		wantArgs    string
+		wantErr     string
+	}{
+		"no annotations": {
+			wantArgs: "capture --inbound-port=15006 --outbound-port=15001 --proxy-uid=1337 --exclude-inbound-ports=15021,15090",
+		},
+		"every exclusion": {
+			annotations: map[string]string{
+				AnnotationExcludeInboundPorts:  "9000, 8081",
+				AnnotationExcludeOutboundPorts: "5432,443",
+				AnnotationExcludeOutboundCIDRs: " 10.0.0.0/8, 169.254.169.254,fd00::/8,10.0.0.0/8",
+			},
+			wantArgs: "capture --inbound-port=15006 --outbound-port=15001 --proxy-uid=1337 --exclude-inbound-ports=8081,9000,15021,15090 --exclude-outbound-ports=443,5432 --exclude-outbound-ip-ranges=10.0.0.0/8,169.254.169.254/32,fd00::/8",
+		},
+		"bad range": {
+			annotations: map[string]string{AnnotationExcludeOutboundCIDRs: "10.0.0.0/8,10.1.2.3/16"},
+			wantErr:     `metadata.annotations[meshtls.io/exclude-outbound-ip-ranges]: "10.1.2.3/16" has host bits set; did you mean 10.1.0.0/16?`,
+		},
+		"not a range": {
+			annotations: map[string]string{AnnotationExcludeOutboundCIDRs: "internal.example.com"},
+			wantErr:     `metadata.annotations[meshtls.io/exclude-outbound-ip-ranges]: "internal.example.com" is not a CIDR or an IP address`,
+		},
+		"bad outbound port": {
+			annotations: map[string]string{AnnotationExcludeOutboundPorts: "5432,99999"},
+			wantErr:     "metadata.annotations[meshtls.io/exclude-outbound-ports]",
+		},
+		"application runs as the proxy's user": {
+			mutate: func(p *corev1.Pod) {
+				p.Spec.Containers[0].SecurityContext = &corev1.SecurityContext{RunAsUser: ptr.To[int64](1337)}
+			},
+			wantErr: "spec.containers[app].securityContext.runAsUser: 1337 is the meshtls proxy's user ID",
+		},
+		"pod runs as the proxy's user": {
+			mutate: func(p *corev1.Pod) {
+				p.Spec.SecurityContext = &corev1.PodSecurityContext{RunAsUser: ptr.To[int64](1337)}
+			},
+			wantErr: "spec.securityContext.runAsUser: 1337 is the meshtls proxy's user ID",
+		},
+		"application runs as another user": {
+			mutate: func(p *corev1.Pod) {
+				p.Spec.SecurityContext = &corev1.PodSecurityContext{RunAsUser: ptr.To[int64](1000)}
+			},
+			wantArgs: "capture --inbound-port=15006 --outbound-port=15001 --proxy-uid=1337 --exclude-inbound-ports=15021,15090",
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			pod := appPod()
+			pod.Annotations = tc.annotations
+			if tc.mutate != nil {
+				tc.mutate(pod)
+			}
+			c, err := captureContainer(pod, DefaultConfig())
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("error = %v, want one containing %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := strings.Join(c.Args, " "); got != tc.wantArgs {
+				t.Errorf("args = %s\nwant   %s", got, tc.wantArgs)
+			}
+			// The step itself accepts what the injector passes.
+			if _, _, err := capture.ParseArgs(c.Args[1:]); err != nil {
+				t.Errorf("the capture step refuses the injected arguments: %v", err)
+			}
+			sc := c.SecurityContext
+			if sc == nil || *sc.RunAsUser != 0 || *sc.RunAsNonRoot || *sc.AllowPrivilegeEscalation || !*sc.ReadOnlyRootFilesystem {
+				t.Fatalf("security context = %+v, want root, no privilege escalation, read-only root", sc)
+			}
+			if caps := sc.Capabilities; caps == nil || len(caps.Drop) != 1 || caps.Drop[0] != "ALL" || len(caps.Add) != 1 || caps.Add[0] != "NET_ADMIN" {
+				t.Errorf("capabilities = %+v, want all dropped but NET_ADMIN (netlink needs no NET_RAW)", caps)
+			}
+			if c.Image != DefaultConfig().ProxyImage || c.Name != CaptureContainer {
+				t.Errorf("container %s runs %s, want %s from the proxy image", c.Name, c.Image, CaptureContainer)
+			}
+		})
 	}
 }
