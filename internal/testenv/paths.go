@@ -1,8 +1,8 @@
-// Package testenv is the project's local control plane: a real kube-apiserver and
-// etcd (built from source at the pinned Kubernetes version and cached outside the
-// repository), this project's CRDs and cert-manager's, and cert-manager's real
-// controllers running as a process. Integration tests and `make run` (without a
-// cluster) both start it from here.
+// Package testenv is the project's local control plane: a real kube-apiserver,
+// kube-controller-manager and etcd (built from source at the pinned Kubernetes version
+// and cached outside the repository), this project's CRDs and cert-manager's, and
+// cert-manager's real controllers running as a process. Integration tests and
+// `make run` (without a cluster) both start it from here.
 package testenv
 
 import (
@@ -43,14 +43,15 @@ func RepoRoot() string {
 	return filepath.Clean(filepath.Join(filepath.Dir(file), "..", ".."))
 }
 
-// AssetsDir is the directory holding kube-apiserver, etcd and kubectl: KUBEBUILDER_ASSETS
+// AssetsDir is the directory holding kube-apiserver, kube-controller-manager, etcd and
+// kubectl: KUBEBUILDER_ASSETS
 // when it is set, else the cache directory hack/build-controlplane.sh fills.
 func AssetsDir() (string, error) {
 	dir := os.Getenv("KUBEBUILDER_ASSETS")
 	if dir == "" {
 		dir = filepath.Join(CacheDir(), "k8s-"+KubernetesVersion)
 	}
-	for _, bin := range []string{"kube-apiserver", "etcd", "kubectl"} {
+	for _, bin := range []string{"kube-apiserver", "kube-controller-manager", "etcd", "kubectl"} {
 		if _, err := os.Stat(filepath.Join(dir, bin)); err != nil {
 			return "", fmt.Errorf("%s is missing from %s: build the local control plane with `make controlplane` (takes 15-25 minutes once, then cached)", bin, dir)
 		}
