@@ -13,10 +13,13 @@ import (
 	"sigs.k8s.io/yaml"
 )
 
-// Version and Image of the bundle `make bundle` writes.
+// Version and images of the bundle `make bundle` writes. ProxyImage is the release
+// tag of the image whose development tag is the manager's --proxy-image default
+// (internal/inject.DefaultConfig).
 const (
-	Version = "0.1.0"
-	Image   = "ghcr.io/meshtls/meshtls-operator:v" + Version
+	Version    = "0.1.0"
+	Image      = "ghcr.io/meshtls/meshtls-operator:v" + Version
+	ProxyImage = "ghcr.io/meshtls/meshtls-proxy:v" + Version
 )
 
 // Kustomize builds a kustomization directory, as `kubectl apply -k` would.
@@ -53,7 +56,7 @@ func Generate(root string) (map[string][]byte, error) {
 		return nil, err
 	}
 	sort.Slice(samples, func(i, j int) bool { return samples[i].GetKind() < samples[j].GetKind() })
-	return Build(objs, Options{Version: Version, Image: Image, Samples: samples})
+	return Build(objs, Options{Version: Version, Image: Image, ProxyImage: ProxyImage, Samples: samples})
 }
 
 // Write replaces dir's manifests/ and metadata/ with files.
