@@ -29,7 +29,9 @@ func descriptors(schema map[string]any, status bool) []any {
 		}
 		out = append(out, d)
 	})
-	sort.Slice(out, func(i, j int) bool { return out[i].(map[string]any)["path"].(string) < out[j].(map[string]any)["path"].(string) })
+	sort.Slice(out, func(i, j int) bool {
+		return out[i].(map[string]any)["path"].(string) < out[j].(map[string]any)["path"].(string)
+	})
 	return out
 }
 
