@@ -81,6 +81,8 @@ func workloadStatus(p *v1alpha1.WorkloadMTLSPolicy, s policy.WorkloadStatus, flo
 		setCondition(&out.Conditions, gen, v1alpha1.ConditionReady, false, reason, msg)
 	case len(s.ConflictedPods) > 0:
 		setCondition(&out.Conditions, gen, v1alpha1.ConditionReady, false, v1alpha1.ReasonConflicted, "the policy loses some pods to an older policy")
+	case len(s.ForeignProxyConfigs) > 0:
+		setCondition(&out.Conditions, gen, v1alpha1.ConditionReady, false, v1alpha1.ReasonProxyConfigNotOwned, foreignMessage(p.Namespace, s.ForeignProxyConfigs))
 	default:
 		setCondition(&out.Conditions, gen, v1alpha1.ConditionReady, true, v1alpha1.ReasonReconciled, fmt.Sprintf("decides for %d meshed pods", s.SelectedPods))
 	}
@@ -97,9 +99,20 @@ func namespaceStatus(p *v1alpha1.NamespaceMTLSPolicy, s policy.NamespaceStatus, 
 	setCondition(&out.Conditions, gen, v1alpha1.ConditionAccepted, true, v1alpha1.ReasonAccepted, "the policy is in force")
 	fr, fm := floorMessage(floor, s.BelowFloor, fmt.Sprintf("spec.mode %s", p.Spec.Mode))
 	setCondition(&out.Conditions, gen, v1alpha1.ConditionMinimumModeApplied, s.BelowFloor, fr, fm)
-	setCondition(&out.Conditions, gen, v1alpha1.ConditionReady, true, v1alpha1.ReasonReconciled,
-		fmt.Sprintf("effective mode %s for %d meshed pods", s.EffectiveMode, s.SelectedPods))
+	if len(s.ForeignProxyConfigs) > 0 {
+		setCondition(&out.Conditions, gen, v1alpha1.ConditionReady, false, v1alpha1.ReasonProxyConfigNotOwned, foreignMessage(p.Namespace, s.ForeignProxyConfigs))
+	} else {
+		setCondition(&out.Conditions, gen, v1alpha1.ConditionReady, true, v1alpha1.ReasonReconciled,
+			fmt.Sprintf("effective mode %s for %d meshed pods", s.EffectiveMode, s.SelectedPods))
+	}
 	return out
+}
+
+// foreignMessage says which pods run without their resolved configuration because a
+// PodProxyConfig of their name is not the operator's, and what to do.
+func foreignMessage(namespace string, pods []string) string {
+	return fmt.Sprintf("the PodProxyConfigs of pods %s in namespace %s were not created by meshtls-operator, which leaves them alone, so those pods do not get the configuration this policy resolves: delete them (kubectl delete podproxyconfig -n %s <name>) and the operator creates the pods' own",
+		namedList(pods), namespace, namespace)
 }
 
 // meshStatus is the status of the MeshMTLSPolicy from the mesh-wide counts.
@@ -108,6 +121,7 @@ func meshStatus(p *v1alpha1.MeshMTLSPolicy, s policy.MeshStatus) v1alpha1.MeshMT
 	out.ObservedGeneration = p.Generation
 	out.MeshedNamespaces = s.MeshedNamespaces
 	out.MeshedPods = s.MeshedPods
+	out.PodsWithoutSidecar = s.WithoutSidecar
 	out.PodsByMode = &v1alpha1.ModeCounts{Strict: s.Strict, Permissive: s.Permissive, Disable: s.Disable}
 	setCondition(&out.Conditions, p.Generation, v1alpha1.ConditionReady, true, v1alpha1.ReasonReconciled,
 		fmt.Sprintf("%d meshed pods in %d namespaces", s.MeshedPods, s.MeshedNamespaces))

@@ -2,16 +2,26 @@ package controllers
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"maps"
+	"net/http"
 	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
+	toolscache "k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/util/workqueue"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	"github.com/meshtls/meshtls-operator/api/v1alpha1"
 	"github.com/meshtls/meshtls-operator/internal/policy"
@@ -20,105 +30,249 @@ import (
 // queue is the PodProxyConfig controller's work queue.
 type queue = workqueue.TypedRateLimitingInterface[reconcile.Request]
 
-// feeder keeps the policy index in step with the informers. Each handler applies the
-// change to the index first and only then wakes the reconcilers that depend on it, so
-// no reconciler reads an index older than the event that woke it. It wakes:
+type (
+	handlerFuncs = handler.TypedFuncs[client.Object, reconcile.Request]
+	createEvent  = event.TypedCreateEvent[client.Object]
+	updateEvent  = event.TypedUpdateEvent[client.Object]
+	deleteEvent  = event.TypedDeleteEvent[client.Object]
+)
+
+// ErrNotReady is what admission answers until the index has absorbed the initial
+// list of every kind it reads: a webhook that answered from a partial index would
+// admit conflicts it cannot see.
+var ErrNotReady = errors.New("meshtls-operator is starting and its policy index is not filled yet; retry in a few seconds")
+
+// Feeder keeps the policy index in step with the shared informers. It runs on every
+// replica, leader or not, because the admission webhooks answer from every replica
+// and read the index; the controllers it wakes run on the leader only.
+//
+// Each handler applies the change to the index first and only then wakes the
+// reconcilers that depend on it, so no reconciler reads an index older than the event
+// that woke it. It wakes:
 //   - the PodProxyConfig controller, for exactly the pods the change can affect;
 //   - the policy-status controller, for the namespace of the change;
 //   - the mesh-status controller, when meshed pods may have changed.
 //
 // Updates that change nothing the resolver reads (pod status, policy status, a
-// Service's ports) wake nobody.
-type feeder struct {
+// Service's ports) wake nobody. Until a controller starts (on a replica that is not
+// the leader, it never does) its wake-ups are dropped; when it starts it is handed
+// every pod once.
+type Feeder struct {
 	index  *policy.Index
+	cache  cache.Cache
+	pods   *podSource
 	status *notifier // keys: {Name: namespace}
 	mesh   *notifier // key: {Name: "default"}
+
+	mu    sync.Mutex
+	regs  []toolscache.ResourceEventHandlerRegistration
+	ready atomic.Bool
+	done  chan struct{} // closed once ready
 }
 
-var meshKey = reconcile.Request{NamespacedName: types.NamespacedName{Name: v1alpha1.MeshMTLSPolicyName}}
+var _ manager.LeaderElectionRunnable = &Feeder{}
 
-func (f *feeder) namespaceChanged(ns string) {
-	f.status.notify(reconcile.Request{NamespacedName: types.NamespacedName{Name: ns}})
-	f.mesh.notify(meshKey)
+// NewFeeder returns a feeder of ix from the manager's cache. statusDelay coalesces
+// bursts of changes into one status write per namespace.
+func NewFeeder(ix *policy.Index, c cache.Cache, statusDelay time.Duration) *Feeder {
+	f := &Feeder{
+		index:  ix,
+		cache:  c,
+		status: newNotifier(statusDelay),
+		mesh:   newNotifier(statusDelay),
+		done:   make(chan struct{}),
+	}
+	f.pods = &podSource{feeder: f}
+	return f
 }
 
-func (f *feeder) enqueueNamespace(q queue, ns string) {
-	for _, name := range f.index.Pods(ns) {
-		q.Add(reconcile.Request{NamespacedName: types.NamespacedName{Namespace: ns, Name: name}})
+// NeedLeaderElection implements manager.LeaderElectionRunnable: the index is fed on
+// every replica.
+func (f *Feeder) NeedLeaderElection() bool { return false }
+
+// Start registers the handlers on the shared informers and returns once the index
+// has absorbed their initial lists (or ctx ends). The handlers keep running after.
+func (f *Feeder) Start(ctx context.Context) error {
+	kinds := []struct {
+		obj     client.Object
+		handler toolscache.ResourceEventHandler
+	}{
+		{&corev1.Namespace{}, f.namespaces()},
+		{&v1alpha1.MeshMTLSPolicy{}, f.meshPolicies()},
+		{&v1alpha1.NamespaceMTLSPolicy{}, f.namespacePolicies()},
+		{&v1alpha1.WorkloadMTLSPolicy{}, f.workloadPolicies()},
+		{&corev1.Service{}, f.services()},
+		{&corev1.Pod{}, f.podHandler()},
+	}
+	for _, k := range kinds {
+		inf, err := f.cache.GetInformer(ctx, k.obj, cache.BlockUntilSynced(false))
+		if err != nil {
+			return fmt.Errorf("failed to get the informer of %T: %w", k.obj, err)
+		}
+		reg, err := inf.AddEventHandler(k.handler)
+		if err != nil {
+			return fmt.Errorf("failed to add the index handler of %T: %w", k.obj, err)
+		}
+		f.mu.Lock()
+		f.regs = append(f.regs, reg)
+		f.mu.Unlock()
+	}
+	// A registration has synced once its handler has been handed every object of
+	// the informer's initial list: then, and only then, the index holds them.
+	ok := toolscache.WaitForCacheSync(ctx.Done(), f.synced)
+	if !ok {
+		return nil // ctx ended
+	}
+	f.ready.Store(true)
+	close(f.done)
+	return nil
+}
+
+func (f *Feeder) synced() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, r := range f.regs {
+		if !r.HasSynced() {
+			return false
+		}
+	}
+	return len(f.regs) > 0
+}
+
+// Ready returns ErrNotReady until the index has absorbed the initial list of every
+// kind it reads.
+func (f *Feeder) Ready() error {
+	if !f.ready.Load() {
+		return ErrNotReady
+	}
+	return nil
+}
+
+// Checker is the /readyz check: a replica whose index is not filled cannot answer
+// admission, so the webhook Service must not route to it.
+func (f *Feeder) Checker(*http.Request) error { return f.Ready() }
+
+// waitReady blocks until the index is filled or ctx ends.
+func (f *Feeder) waitReady(ctx context.Context) error {
+	select {
+	case <-f.done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
 	}
 }
 
-func enqueuePods(q queue, ns string, names []string) {
+// podSource is the PodProxyConfig controller's source of wake-ups from the feeder.
+type podSource struct {
+	feeder *Feeder
+	mu     sync.Mutex
+	q      queue
+}
+
+var _ source.SyncingSource = &podSource{}
+
+// Start implements source.Source: from now on the feeder's wake-ups reach q, and,
+// once the index is filled, every pod it holds is handed over once (wake-ups before
+// the controller started were dropped).
+func (s *podSource) Start(ctx context.Context, q queue) error {
+	s.mu.Lock()
+	s.q = q
+	s.mu.Unlock()
+	go func() {
+		if s.feeder.waitReady(ctx) == nil {
+			s.feeder.enqueueAll()
+		}
+	}()
+	return nil
+}
+
+// WaitForSync implements source.SyncingSource.
+func (s *podSource) WaitForSync(ctx context.Context) error { return s.feeder.waitReady(ctx) }
+
+func (s *podSource) add(ns string, names ...string) {
+	s.mu.Lock()
+	q := s.q
+	s.mu.Unlock()
+	if q == nil {
+		return
+	}
 	for _, name := range names {
 		q.Add(reconcile.Request{NamespacedName: types.NamespacedName{Namespace: ns, Name: name}})
 	}
 }
 
-func (f *feeder) enqueueAll(q queue) {
+var meshKey = reconcile.Request{NamespacedName: types.NamespacedName{Name: v1alpha1.MeshMTLSPolicyName}}
+
+func (f *Feeder) namespaceChanged(ns string) {
+	f.status.notify(reconcile.Request{NamespacedName: types.NamespacedName{Name: ns}})
+	f.mesh.notify(meshKey)
+}
+
+func (f *Feeder) enqueueNamespace(ns string) { f.pods.add(ns, f.index.Pods(ns)...) }
+
+func (f *Feeder) enqueueAll() {
 	for _, ns := range f.index.Namespaces() {
-		f.enqueueNamespace(q, ns)
+		f.enqueueNamespace(ns)
 		f.status.notify(reconcile.Request{NamespacedName: types.NamespacedName{Name: ns}})
 	}
 	f.mesh.notify(meshKey)
 }
 
-// funcs builds an event handler from apply (create and update) and remove (delete).
+// funcs builds an informer handler from apply (add and update) and remove (delete).
 // relevant reports whether an update changed anything the resolver reads.
-func funcs[T client.Object](apply func(T, queue), remove func(T, queue), relevant func(old, new T) bool) handler.TypedEventHandler[client.Object, reconcile.Request] {
-	return handler.TypedFuncs[client.Object, reconcile.Request]{
-		CreateFunc: func(_ context.Context, e event.TypedCreateEvent[client.Object], q queue) {
-			if obj, ok := e.Object.(T); ok {
-				apply(obj, q)
+func funcs[T client.Object](apply func(T), remove func(T), relevant func(old, new T) bool) toolscache.ResourceEventHandler {
+	return toolscache.ResourceEventHandlerFuncs{
+		AddFunc: func(obj any) {
+			if o, ok := obj.(T); ok {
+				apply(o)
 			}
 		},
-		UpdateFunc: func(_ context.Context, e event.TypedUpdateEvent[client.Object], q queue) {
-			old, ok1 := e.ObjectOld.(T)
-			obj, ok2 := e.ObjectNew.(T)
-			if ok1 && ok2 && relevant(old, obj) {
-				apply(obj, q)
+		UpdateFunc: func(oldObj, newObj any) {
+			old, ok1 := oldObj.(T)
+			o, ok2 := newObj.(T)
+			if ok1 && ok2 && relevant(old, o) {
+				apply(o)
 			}
 		},
-		DeleteFunc: func(_ context.Context, e event.TypedDeleteEvent[client.Object], q queue) {
-			if obj, ok := e.Object.(T); ok {
-				remove(obj, q)
+		DeleteFunc: func(obj any) {
+			if tomb, ok := obj.(toolscache.DeletedFinalStateUnknown); ok {
+				obj = tomb.Obj
+			}
+			if o, ok := obj.(T); ok {
+				remove(o)
 			}
 		},
 	}
 }
 
-func (f *feeder) pods() handler.TypedEventHandler[client.Object, reconcile.Request] {
-	key := func(p *corev1.Pod) reconcile.Request {
-		return reconcile.Request{NamespacedName: types.NamespacedName{Namespace: p.Namespace, Name: p.Name}}
-	}
+func (f *Feeder) podHandler() toolscache.ResourceEventHandler {
 	return funcs(
-		func(p *corev1.Pod, q queue) {
+		func(p *corev1.Pod) {
 			f.index.ApplyPod(policy.PodFrom(p))
-			q.Add(key(p))
+			f.pods.add(p.Namespace, p.Name)
 			f.namespaceChanged(p.Namespace)
 		},
-		func(p *corev1.Pod, q queue) {
+		func(p *corev1.Pod) {
 			f.index.DeletePod(p.Namespace, p.Name)
-			q.Add(key(p))
+			f.pods.add(p.Namespace, p.Name)
 			f.namespaceChanged(p.Namespace)
 		},
 		func(old, p *corev1.Pod) bool {
-			return old.UID != p.UID || !maps.Equal(old.Labels, p.Labels) ||
-				old.Spec.ServiceAccountName != p.Spec.ServiceAccountName ||
-				!slices.Equal(policy.PodFrom(old).Ports, policy.PodFrom(p).Ports)
+			return old.UID != p.UID || !maps.Equal(old.Labels, p.Labels) || !policy.PodFrom(old).Equal(policy.PodFrom(p))
 		},
 	)
 }
 
-func (f *feeder) namespaces() handler.TypedEventHandler[client.Object, reconcile.Request] {
+func (f *Feeder) namespaces() toolscache.ResourceEventHandler {
 	return funcs(
-		func(n *corev1.Namespace, q queue) {
+		func(n *corev1.Namespace) {
 			f.index.ApplyNamespace(policy.NamespaceFrom(n))
-			f.enqueueNamespace(q, n.Name)
+			f.enqueueNamespace(n.Name)
 			f.namespaceChanged(n.Name)
 		},
-		func(n *corev1.Namespace, q queue) {
+		func(n *corev1.Namespace) {
 			f.index.DeleteNamespace(n.Name)
-			f.enqueueNamespace(q, n.Name)
+			f.enqueueNamespace(n.Name)
 			f.namespaceChanged(n.Name)
 		},
 		func(old, n *corev1.Namespace) bool {
@@ -127,18 +281,16 @@ func (f *feeder) namespaces() handler.TypedEventHandler[client.Object, reconcile
 	)
 }
 
-func (f *feeder) services() handler.TypedEventHandler[client.Object, reconcile.Request] {
+func (f *Feeder) services() toolscache.ResourceEventHandler {
 	return funcs(
-		func(s *corev1.Service, q queue) {
-			if affected := f.index.ApplyService(policy.ServiceFrom(s)); len(affected) > 0 {
-				enqueuePods(q, s.Namespace, affected)
-				f.namespaceChanged(s.Namespace)
-			}
+		func(s *corev1.Service) {
+			f.pods.add(s.Namespace, f.index.ApplyService(policy.ServiceFrom(s))...)
+			// Always: a targetRefs policy that named a missing Service must see it
+			// appear (TargetNotFound clears) even when it selects no meshed pod.
+			f.namespaceChanged(s.Namespace)
 		},
-		func(s *corev1.Service, q queue) {
-			if affected := f.index.DeleteService(s.Namespace, s.Name); len(affected) > 0 {
-				enqueuePods(q, s.Namespace, affected)
-			}
+		func(s *corev1.Service) {
+			f.pods.add(s.Namespace, f.index.DeleteService(s.Namespace, s.Name)...)
 			// A targetRef may now name a missing Service.
 			f.namespaceChanged(s.Namespace)
 		},
@@ -150,19 +302,19 @@ func (f *feeder) services() handler.TypedEventHandler[client.Object, reconcile.R
 // do not change the generation.
 func specChanged[T client.Object](old, obj T) bool { return old.GetGeneration() != obj.GetGeneration() }
 
-func (f *feeder) namespacePolicies() handler.TypedEventHandler[client.Object, reconcile.Request] {
+func (f *Feeder) namespacePolicies() toolscache.ResourceEventHandler {
 	return funcs(
-		func(p *v1alpha1.NamespaceMTLSPolicy, q queue) {
+		func(p *v1alpha1.NamespaceMTLSPolicy) {
 			if np, ok := policy.NamespacePolicyFrom(p); ok {
 				f.index.ApplyNamespacePolicy(np)
-				f.enqueueNamespace(q, p.Namespace)
+				f.enqueueNamespace(p.Namespace)
 			}
 			f.namespaceChanged(p.Namespace)
 		},
-		func(p *v1alpha1.NamespaceMTLSPolicy, q queue) {
+		func(p *v1alpha1.NamespaceMTLSPolicy) {
 			if p.Name == v1alpha1.NamespaceMTLSPolicyName {
 				f.index.DeleteNamespacePolicy(p.Namespace)
-				f.enqueueNamespace(q, p.Namespace)
+				f.enqueueNamespace(p.Namespace)
 			}
 			f.namespaceChanged(p.Namespace)
 		},
@@ -170,53 +322,57 @@ func (f *feeder) namespacePolicies() handler.TypedEventHandler[client.Object, re
 	)
 }
 
-func (f *feeder) workloadPolicies() handler.TypedEventHandler[client.Object, reconcile.Request] {
+func (f *Feeder) workloadPolicies() toolscache.ResourceEventHandler {
 	return funcs(
-		func(p *v1alpha1.WorkloadMTLSPolicy, q queue) {
-			enqueuePods(q, p.Namespace, f.index.ApplyWorkloadPolicy(policy.WorkloadPolicyFrom(p)))
+		func(p *v1alpha1.WorkloadMTLSPolicy) {
+			f.pods.add(p.Namespace, f.index.ApplyWorkloadPolicy(policy.WorkloadPolicyFrom(p))...)
 			f.namespaceChanged(p.Namespace)
 		},
-		func(p *v1alpha1.WorkloadMTLSPolicy, q queue) {
-			enqueuePods(q, p.Namespace, f.index.DeleteWorkloadPolicy(p.Namespace, p.Name))
+		func(p *v1alpha1.WorkloadMTLSPolicy) {
+			f.pods.add(p.Namespace, f.index.DeleteWorkloadPolicy(p.Namespace, p.Name)...)
 			f.namespaceChanged(p.Namespace)
 		},
 		specChanged[*v1alpha1.WorkloadMTLSPolicy],
 	)
 }
 
-func (f *feeder) meshPolicies() handler.TypedEventHandler[client.Object, reconcile.Request] {
+func (f *Feeder) meshPolicies() toolscache.ResourceEventHandler {
 	return funcs(
-		func(p *v1alpha1.MeshMTLSPolicy, q queue) {
+		func(p *v1alpha1.MeshMTLSPolicy) {
 			if p.Name != v1alpha1.MeshMTLSPolicyName {
 				return
 			}
 			f.index.SetMesh(policy.MeshFrom(p))
-			f.enqueueAll(q)
+			f.enqueueAll()
 		},
-		func(p *v1alpha1.MeshMTLSPolicy, q queue) {
+		func(p *v1alpha1.MeshMTLSPolicy) {
 			if p.Name != v1alpha1.MeshMTLSPolicyName {
 				return
 			}
 			f.index.SetMesh(nil)
-			f.enqueueAll(q)
+			f.enqueueAll()
 		},
 		specChanged[*v1alpha1.MeshMTLSPolicy],
 	)
 }
 
-// proxyConfigs maps a PodProxyConfig to its pod, so that a PodProxyConfig edited or
-// deleted by someone else, or left behind by a pod that is gone, is put right.
-func (f *feeder) proxyConfigs() handler.TypedEventHandler[client.Object, reconcile.Request] {
-	return handler.TypedFuncs[client.Object, reconcile.Request]{
-		CreateFunc: func(_ context.Context, e event.TypedCreateEvent[client.Object], q queue) {
+// proxyConfigHandler maps a PodProxyConfig to its pod, so that a PodProxyConfig
+// edited or deleted by someone else, or left behind by a pod that is gone, is put
+// right. It is an ordinary (leader-only) watch of the PodProxyConfig controller: the
+// index does not read PodProxyConfigs.
+func proxyConfigHandler() handlerFuncs {
+	return handlerFuncs{
+		CreateFunc: func(_ context.Context, e createEvent, q queue) {
 			q.Add(reconcile.Request{NamespacedName: client.ObjectKeyFromObject(e.Object)})
 		},
-		UpdateFunc: func(_ context.Context, e event.TypedUpdateEvent[client.Object], q queue) {
-			if e.ObjectOld.GetGeneration() != e.ObjectNew.GetGeneration() {
+		UpdateFunc: func(_ context.Context, e updateEvent, q queue) {
+			if e.ObjectOld.GetGeneration() != e.ObjectNew.GetGeneration() ||
+				!maps.Equal(e.ObjectOld.GetLabels(), e.ObjectNew.GetLabels()) ||
+				!slices.Equal(e.ObjectOld.GetOwnerReferences(), e.ObjectNew.GetOwnerReferences()) {
 				q.Add(reconcile.Request{NamespacedName: client.ObjectKeyFromObject(e.ObjectNew)})
 			}
 		},
-		DeleteFunc: func(_ context.Context, e event.TypedDeleteEvent[client.Object], q queue) {
+		DeleteFunc: func(_ context.Context, e deleteEvent, q queue) {
 			q.Add(reconcile.Request{NamespacedName: client.ObjectKeyFromObject(e.Object)})
 		},
 	}

@@ -20,6 +20,8 @@ import (
 // may have changed.
 type MeshStatusReconciler struct {
 	Client client.Client
+	// Reader reads the live object when a status write meets a conflict.
+	Reader client.Reader
 	Index  *policy.Index
 }
 
@@ -29,6 +31,8 @@ func (r *MeshStatusReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (c
 	metrics.PodsByMode.WithLabelValues(string(v1alpha1.ModeStrict)).Set(float64(counts.Strict))
 	metrics.PodsByMode.WithLabelValues(string(v1alpha1.ModePermissive)).Set(float64(counts.Permissive))
 	metrics.PodsByMode.WithLabelValues(string(v1alpha1.ModeDisable)).Set(float64(counts.Disable))
+	metrics.MeshedPodsWithoutSidecar.Set(float64(counts.WithoutSidecar))
+	metrics.ForeignProxyConfigs.Set(float64(counts.ForeignProxyConfigs))
 
 	mesh := &v1alpha1.MeshMTLSPolicy{}
 	if err := r.Client.Get(ctx, client.ObjectKey{Name: v1alpha1.MeshMTLSPolicyName}, mesh); err != nil {
@@ -37,6 +41,7 @@ func (r *MeshStatusReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (c
 		}
 		return ctrl.Result{}, fmt.Errorf("failed to get MeshMTLSPolicy default: %w", err)
 	}
-	return ctrl.Result{}, writeStatus(ctx, r.Client, nil, mesh, &mesh.Status, meshStatus(mesh, counts),
+	return ctrl.Result{}, writeStatus(ctx, r.Client, r.Reader, nil, mesh, &mesh.Status,
+		func() v1alpha1.MeshMTLSPolicyStatus { return meshStatus(mesh, counts) },
 		func(s *v1alpha1.MeshMTLSPolicyStatus) []metav1.Condition { return s.Conditions })
 }

@@ -3,14 +3,18 @@ package controllers
 import (
 	"context"
 	"fmt"
+	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	apiequality "k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/recorder"
 
 	"github.com/meshtls/meshtls-operator/api/v1alpha1"
 	"github.com/meshtls/meshtls-operator/internal/metrics"
@@ -32,10 +36,36 @@ const (
 // only: status belongs to the pod's proxy. It writes only when the resolved content
 // changed (configHash), replaces the object when a pod of the same name comes back
 // with a new UID, and deletes it when the pod is gone or no longer meshed; it does not
-// rely on the garbage collector alone.
+// rely on the garbage collector alone. A PodProxyConfig of the pod's name that the
+// operator did not create is never overwritten nor deleted: the index records it, so
+// the policy deciding for the pod says so (Ready=False, ProxyConfigNotOwned), the pod
+// gets a Warning Event, and the meshtls_foreign_podproxyconfigs gauge counts it.
 type PodProxyConfigReconciler struct {
-	Client client.Client
-	Index  *policy.Index
+	Client   client.Client
+	Index    *policy.Index
+	Recorder recorder.EventRecorder
+	// Status wakes the policy-status controller, keyed by namespace.
+	Status *notifier
+}
+
+// ours reports whether the operator created a PodProxyConfig.
+func ours(ppc *v1alpha1.PodProxyConfig) bool { return ppc.Labels[ManagedByLabel] == ManagedByValue }
+
+// markForeign records whether the pod's PodProxyConfig is someone else's, and when
+// that changes wakes the namespace's statuses and, when it became foreign, warns on
+// the pod.
+func (r *PodProxyConfigReconciler) markForeign(req ctrl.Request, podUID string, foreign bool) {
+	if !r.Index.SetForeignProxyConfig(req.Namespace, req.Name, foreign) {
+		return
+	}
+	if r.Status != nil {
+		r.Status.notify(ctrl.Request{NamespacedName: types.NamespacedName{Name: req.Namespace}})
+	}
+	if foreign && r.Recorder != nil {
+		pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: req.Name, Namespace: req.Namespace, UID: types.UID(podUID)}}
+		r.Recorder.Eventf(pod, nil, corev1.EventTypeWarning, v1alpha1.ReasonProxyConfigNotOwned, "Reconcile",
+			"PodProxyConfig %s/%s was not created by meshtls-operator and is left alone, so this pod does not get its resolved configuration; delete it and the operator creates the pod's own", req.Namespace, req.Name)
+	}
 }
 
 // Reconcile reconciles the PodProxyConfig of the pod named by req.
@@ -52,8 +82,14 @@ func (r *PodProxyConfigReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 	}
 
 	if !meshed {
+		r.markForeign(req, "", false)
 		return ctrl.Result{}, r.remove(ctx, current)
 	}
+	if current != nil && !ours(current) {
+		r.markForeign(req, result.Pod.UID, true)
+		return ctrl.Result{}, nil
+	}
+	r.markForeign(req, result.Pod.UID, false)
 	want := policy.ProxyConfigSpec(result)
 	if current != nil && current.Spec.PodUID != want.PodUID {
 		// A pod of the same name with a new UID (a StatefulSet pod recreated): the old
@@ -64,7 +100,7 @@ func (r *PodProxyConfigReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 		current = nil
 	}
 	if current == nil {
-		return ctrl.Result{}, r.create(ctx, result.Pod, want)
+		return r.create(ctx, result.Pod, want)
 	}
 	// Comparing whole specs (the hash included) also catches a hand edit that kept
 	// the hash.
@@ -80,7 +116,7 @@ func (r *PodProxyConfigReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 	return ctrl.Result{}, nil
 }
 
-func (r *PodProxyConfigReconciler) create(ctx context.Context, pod policy.Pod, spec v1alpha1.PodProxyConfigSpec) error {
+func (r *PodProxyConfigReconciler) create(ctx context.Context, pod policy.Pod, spec v1alpha1.PodProxyConfigSpec) (ctrl.Result, error) {
 	ppc := &v1alpha1.PodProxyConfig{
 		ObjectMeta: metav1.ObjectMeta{
 			Name:      pod.Name,
@@ -95,20 +131,21 @@ func (r *PodProxyConfigReconciler) create(ctx context.Context, pod policy.Pod, s
 	}
 	if err := r.Client.Create(ctx, ppc, client.FieldOwner(FieldManager)); err != nil {
 		if apierrors.IsAlreadyExists(err) {
-			// The cache has not seen it yet; the watch brings us back.
-			return nil
+			// The cache has not seen it yet (ours being deleted, or someone else's):
+			// look again once it has.
+			return ctrl.Result{RequeueAfter: time.Second}, nil
 		}
-		return fmt.Errorf("failed to create PodProxyConfig %s/%s: %w", pod.Namespace, pod.Name, err)
+		return ctrl.Result{}, fmt.Errorf("failed to create PodProxyConfig %s/%s: %w", pod.Namespace, pod.Name, err)
 	}
 	metrics.ProxyConfigWrites.WithLabelValues("create").Inc()
 	log.FromContext(ctx).V(1).Info("created PodProxyConfig", "mode", spec.Inbound.Mode, "hash", spec.ConfigHash)
-	return nil
+	return ctrl.Result{}, nil
 }
 
 // remove deletes a PodProxyConfig the operator made; one without our label is left
 // alone (the operator never deletes what a user owns).
 func (r *PodProxyConfigReconciler) remove(ctx context.Context, ppc *v1alpha1.PodProxyConfig) error {
-	if ppc == nil || ppc.Labels[ManagedByLabel] != ManagedByValue || ppc.DeletionTimestamp != nil {
+	if ppc == nil || !ours(ppc) || ppc.DeletionTimestamp != nil {
 		return nil
 	}
 	err := r.Client.Delete(ctx, ppc, client.Preconditions{UID: &ppc.UID})

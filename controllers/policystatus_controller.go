@@ -22,7 +22,9 @@ import (
 // conditions, all from the resolver. It is the only writer of those statuses, writes
 // only what changed, and records an Event when a policy's outcome changes.
 type PolicyStatusReconciler struct {
-	Client   client.Client
+	Client client.Client
+	// Reader reads the live object when a status write meets a conflict.
+	Reader   client.Reader
 	Index    *policy.Index
 	Recorder recorder.EventRecorder
 }
@@ -38,7 +40,8 @@ func (r *PolicyStatusReconciler) Reconcile(ctx context.Context, req ctrl.Request
 	switch {
 	case err == nil:
 		if s, ok := r.Index.NamespacePolicyStatus(ns); ok {
-			errs = append(errs, writeStatus(ctx, r.Client, r.Recorder, nsPolicy, &nsPolicy.Status, namespaceStatus(nsPolicy, s, floor),
+			errs = append(errs, writeStatus(ctx, r.Client, r.Reader, r.Recorder, nsPolicy, &nsPolicy.Status,
+				func() v1alpha1.NamespaceMTLSPolicyStatus { return namespaceStatus(nsPolicy, s, floor) },
 				func(s *v1alpha1.NamespaceMTLSPolicyStatus) []metav1.Condition { return s.Conditions }))
 		}
 	case !apierrors.IsNotFound(err):
@@ -56,7 +59,8 @@ func (r *PolicyStatusReconciler) Reconcile(ctx context.Context, req ctrl.Request
 		if !ok {
 			continue // the index has not seen it yet; its event brings us back
 		}
-		errs = append(errs, writeStatus(ctx, r.Client, r.Recorder, p, &p.Status, workloadStatus(p, s, floor),
+		errs = append(errs, writeStatus(ctx, r.Client, r.Reader, r.Recorder, p, &p.Status,
+			func() v1alpha1.WorkloadMTLSPolicyStatus { return workloadStatus(p, s, floor) },
 			func(s *v1alpha1.WorkloadMTLSPolicyStatus) []metav1.Condition { return s.Conditions }))
 	}
 	return ctrl.Result{}, errors.Join(errs...)

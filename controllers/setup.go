@@ -2,68 +2,55 @@ package controllers
 
 import (
 	"fmt"
-	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 
 	"github.com/meshtls/meshtls-operator/api/v1alpha1"
-	"github.com/meshtls/meshtls-operator/internal/policy"
 )
 
 // Options tune the controllers.
 type Options struct {
 	// MaxConcurrentReconciles is the number of PodProxyConfig workers.
 	MaxConcurrentReconciles int
-	// StatusDelay coalesces bursts of changes into one status write per policy.
-	StatusDelay time.Duration
 }
 
-// Setup registers the controllers with the manager, around one shared policy index,
-// and returns that index (the webhooks ask it too).
-func Setup(mgr ctrl.Manager, opts Options) (*policy.Index, error) {
+// Setup registers the controllers with the manager. They run on the leader only,
+// around the policy index that f keeps (on every replica) and wakes them from.
+func Setup(mgr ctrl.Manager, f *Feeder, opts Options) error {
 	if opts.MaxConcurrentReconciles <= 0 {
 		opts.MaxConcurrentReconciles = 16
 	}
-	if opts.StatusDelay <= 0 {
-		opts.StatusDelay = time.Second
-	}
-	ix := policy.NewIndex()
-	f := &feeder{index: ix, status: newNotifier(opts.StatusDelay), mesh: newNotifier(opts.StatusDelay)}
+	ix := f.index
 
 	err := ctrl.NewControllerManagedBy(mgr).
 		Named("podproxyconfig").
-		Watches(&corev1.Pod{}, f.pods()). // cached trimmed: see TrimPod
-		Watches(&corev1.Namespace{}, f.namespaces()).
-		Watches(&corev1.Service{}, f.services()).
-		Watches(&v1alpha1.MeshMTLSPolicy{}, f.meshPolicies()).
-		Watches(&v1alpha1.NamespaceMTLSPolicy{}, f.namespacePolicies()).
-		Watches(&v1alpha1.WorkloadMTLSPolicy{}, f.workloadPolicies()).
-		Watches(&v1alpha1.PodProxyConfig{}, f.proxyConfigs()).
+		WatchesRawSource(f.pods).
+		Watches(&v1alpha1.PodProxyConfig{}, proxyConfigHandler()).
 		WithOptions(controller.Options{MaxConcurrentReconciles: opts.MaxConcurrentReconciles}).
-		Complete(&PodProxyConfigReconciler{Client: mgr.GetClient(), Index: ix})
+		Complete(&PodProxyConfigReconciler{Client: mgr.GetClient(), Index: ix, Recorder: mgr.GetEventRecorder("meshtls-operator"), Status: f.status})
 	if err != nil {
-		return nil, fmt.Errorf("failed to set up the podproxyconfig controller: %w", err)
+		return fmt.Errorf("failed to set up the podproxyconfig controller: %w", err)
 	}
 
 	err = ctrl.NewControllerManagedBy(mgr).
 		Named("policystatus").
 		WatchesRawSource(f.status).
 		WithOptions(controller.Options{MaxConcurrentReconciles: 2}).
-		Complete(&PolicyStatusReconciler{Client: mgr.GetClient(), Index: ix, Recorder: mgr.GetEventRecorder("meshtls-operator")})
+		Complete(&PolicyStatusReconciler{Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Index: ix, Recorder: mgr.GetEventRecorder("meshtls-operator")})
 	if err != nil {
-		return nil, fmt.Errorf("failed to set up the policystatus controller: %w", err)
+		return fmt.Errorf("failed to set up the policystatus controller: %w", err)
 	}
 
 	err = ctrl.NewControllerManagedBy(mgr).
 		Named("meshstatus").
 		WatchesRawSource(f.mesh).
-		Complete(&MeshStatusReconciler{Client: mgr.GetClient(), Index: ix})
+		Complete(&MeshStatusReconciler{Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Index: ix})
 	if err != nil {
-		return nil, fmt.Errorf("failed to set up the meshstatus controller: %w", err)
+		return fmt.Errorf("failed to set up the meshstatus controller: %w", err)
 	}
-	return ix, nil
+	return nil
 }
 
 // TrimPod is the cache transform of pods: the operator reads only their metadata

@@ -52,4 +52,8 @@ const (
 	ReasonReconciled = "Reconciled"
 	// ReasonReconcileError: the last reconcile failed; the message says why.
 	ReasonReconcileError = "ReconcileError"
+	// ReasonProxyConfigNotOwned: a PodProxyConfig with a selected pod's name exists
+	// that the operator did not create; it is left alone and the pod goes without
+	// its resolved configuration until it is deleted.
+	ReasonProxyConfigNotOwned = "ProxyConfigNotOwned"
 )

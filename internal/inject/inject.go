@@ -8,22 +8,26 @@ package inject
 import (
 	"encoding/json"
 	"fmt"
+	"net/netip"
 	"sort"
 	"strconv"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/apimachinery/pkg/util/validation/field"
 	"k8s.io/utils/ptr"
 
 	"github.com/meshtls/meshtls-operator/internal/capture"
 	"github.com/meshtls/meshtls-operator/internal/identity"
+	"github.com/meshtls/meshtls-operator/internal/policy"
 )
 
 // Names of what injection adds, and the annotations it reads and writes.
 const (
-	ProxyContainer   = "meshtls-proxy"
+	ProxyContainer   = policy.ProxyContainerName
 	CaptureContainer = "meshtls-init"
 	CertVolume       = "meshtls-certs"
 	TrustVolume      = "meshtls-trust"
@@ -44,7 +48,7 @@ const (
 	// "<container>/<liveness|readiness|startup>".
 	AnnotationOriginalProbes = "meshtls.io/original-probes"
 	// AnnotationExcludeInboundPorts lists inbound ports not to capture ("8081,9000").
-	AnnotationExcludeInboundPorts = "meshtls.io/exclude-inbound-ports"
+	AnnotationExcludeInboundPorts = policy.AnnotationExcludeInboundPorts
 	// AnnotationExcludeOutboundPorts lists outbound ports not to capture.
 	AnnotationExcludeOutboundPorts = "meshtls.io/exclude-outbound-ports"
 	// AnnotationExcludeOutboundCIDRs lists outbound IP ranges not to capture.
@@ -108,14 +112,165 @@ func Resources(cpuRequest, memoryRequest, cpuLimit, memoryLimit string) (corev1.
 	return out, nil
 }
 
-// Injected reports whether a pod already carries the proxy.
+// Injected reports whether a pod carries anything named like what injection adds: a
+// container or init container named meshtls-proxy or meshtls-init, or a meshtls
+// volume. Such a pod is either one the injector already injected (Verify says so) or
+// one to refuse.
 func Injected(pod *corev1.Pod) bool {
-	for _, c := range pod.Spec.InitContainers {
-		if c.Name == ProxyContainer {
+	for _, c := range append(append([]corev1.Container{}, pod.Spec.InitContainers...), pod.Spec.Containers...) {
+		if c.Name == ProxyContainer || c.Name == CaptureContainer {
+			return true
+		}
+	}
+	for _, v := range pod.Spec.Volumes {
+		if ourVolume(v.Name) {
 			return true
 		}
 	}
 	return false
+}
+
+func ourVolume(name string) bool { return name == CertVolume || name == TrustVolume || name == TokenVolume }
+
+// Verify checks that a pod which arrives carrying meshtls containers or volumes
+// carries exactly what Inject would have produced for it (a reinvocation of the
+// webhook, or a pod re-created from an injected template). It strips what injection
+// adds, injects again and compares. Anything else is forged or stale — a proxy
+// container with another image, arguments, privileges or environment — and is
+// refused: a pod must never pass for protected while running a proxy that is not
+// ours. Volume mounts that later admission plugins add to every container are
+// tolerated; nothing else is.
+func Verify(pod *corev1.Pod, cfg Config) error {
+	for _, c := range pod.Spec.Containers {
+		if c.Name == ProxyContainer || c.Name == CaptureContainer {
+			return fmt.Errorf("spec.containers: %q is the name of a meshtls init container and may not be an ordinary container; remove or rename it", c.Name)
+		}
+	}
+	base := pod.DeepCopy()
+	if err := strip(base); err != nil {
+		return err
+	}
+	if err := Inject(base, cfg); err != nil {
+		return err
+	}
+	want := map[string]corev1.Container{}
+	for _, c := range base.Spec.InitContainers {
+		if c.Name == ProxyContainer || c.Name == CaptureContainer {
+			want[c.Name] = c
+		}
+	}
+	seen := 0
+	for _, c := range pod.Spec.InitContainers {
+		w, ours := want[c.Name]
+		if !ours {
+			continue
+		}
+		seen++
+		got := c.DeepCopy()
+		got.VolumeMounts = keepMounts(got.VolumeMounts, w.VolumeMounts)
+		if !equality.Semantic.DeepEqual(*got, w) {
+			return fmt.Errorf("spec.initContainers[%s]: differs from what meshtls injection produces for this pod (image %q, proxy UID %d); remove the meshtls containers, volumes and meshtls.io/ annotations and let the webhook inject them", c.Name, cfg.ProxyImage, cfg.ProxyUID)
+		}
+	}
+	if seen != len(want) {
+		return fmt.Errorf("spec.initContainers: carries only part of meshtls injection (%d of %d containers); remove the meshtls containers, volumes and meshtls.io/ annotations and let the webhook inject them", seen, len(want))
+	}
+	wantVolumes := map[string]corev1.Volume{}
+	for _, v := range base.Spec.Volumes {
+		if ourVolume(v.Name) {
+			wantVolumes[v.Name] = v
+		}
+	}
+	for _, v := range pod.Spec.Volumes {
+		if w, ours := wantVolumes[v.Name]; ours {
+			if !equality.Semantic.DeepEqual(v, w) {
+				return fmt.Errorf("spec.volumes[%s]: differs from what meshtls injection produces for this pod; remove it and let the webhook inject it", v.Name)
+			}
+			delete(wantVolumes, v.Name)
+		}
+	}
+	if len(wantVolumes) > 0 {
+		return fmt.Errorf("spec.volumes: carries only part of meshtls injection; remove the meshtls containers, volumes and meshtls.io/ annotations and let the webhook inject them")
+	}
+	if !equality.Semantic.DeepEqual(pod.Spec.Containers, base.Spec.Containers) {
+		return fmt.Errorf("spec.containers: the probes do not match the %s annotation; remove the meshtls containers, volumes and meshtls.io/ annotations and let the webhook inject them", AnnotationOriginalProbes)
+	}
+	return nil
+}
+
+// keepMounts drops from got the mounts that are not in want, so that mounts added by
+// later admission (a ServiceAccount token, say) do not fail Verify; a mount of ours
+// that is missing or changed still does.
+func keepMounts(got, want []corev1.VolumeMount) []corev1.VolumeMount {
+	names := map[string]bool{}
+	for _, m := range want {
+		names[m.Name] = true
+	}
+	var out []corev1.VolumeMount
+	for _, m := range got {
+		if names[m.Name] {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// strip undoes Inject: it removes the meshtls containers, volumes and annotations and
+// puts the original probes back.
+func strip(pod *corev1.Pod) error {
+	var originals map[string]*corev1.Probe
+	if raw := pod.Annotations[AnnotationOriginalProbes]; raw != "" {
+		if err := json.Unmarshal([]byte(raw), &originals); err != nil {
+			return fmt.Errorf("metadata.annotations[%s]: not the JSON meshtls injection writes: %v", AnnotationOriginalProbes, err)
+		}
+	}
+	for i := range pod.Spec.Containers {
+		c := &pod.Spec.Containers[i]
+		for kind, probe := range map[string]**corev1.Probe{"liveness": &c.LivenessProbe, "readiness": &c.ReadinessProbe, "startup": &c.StartupProbe} {
+			if o, ok := originals[c.Name+"/"+kind]; ok {
+				*probe = o
+			}
+		}
+	}
+	keep := pod.Spec.InitContainers[:0]
+	for _, c := range pod.Spec.InitContainers {
+		if c.Name != ProxyContainer && c.Name != CaptureContainer {
+			keep = append(keep, c)
+		}
+	}
+	pod.Spec.InitContainers = keep
+	vols := pod.Spec.Volumes[:0]
+	for _, v := range pod.Spec.Volumes {
+		if !ourVolume(v.Name) {
+			vols = append(vols, v)
+		}
+	}
+	pod.Spec.Volumes = vols
+	delete(pod.Annotations, AnnotationInjected)
+	delete(pod.Annotations, AnnotationOriginalProbes)
+	return nil
+}
+
+// ValidateAnnotations checks the capture annotations of a pod to be injected, so
+// that a typo is refused at admission instead of failing the pod's capture step.
+func ValidateAnnotations(pod *corev1.Pod) field.ErrorList {
+	var errs field.ErrorList
+	path := field.NewPath("metadata", "annotations")
+	for _, a := range []string{AnnotationExcludeInboundPorts, AnnotationExcludeOutboundPorts} {
+		if _, err := policy.ParsePorts(pod.Annotations[a]); err != nil {
+			errs = append(errs, field.Invalid(path.Key(a), pod.Annotations[a], fmt.Sprintf("must be a comma-separated list of ports 1-65535: %v", err)))
+		}
+	}
+	if v := strings.TrimSpace(pod.Annotations[AnnotationExcludeOutboundCIDRs]); v != "" {
+		for _, f := range strings.Split(v, ",") {
+			f = strings.TrimSpace(f)
+			if _, err := netip.ParsePrefix(f); err != nil {
+				errs = append(errs, field.Invalid(path.Key(AnnotationExcludeOutboundCIDRs), v,
+					fmt.Sprintf("%q is not a CIDR (e.g. 10.0.0.0/8 or fd00::/8); list ranges separated by commas", f)))
+			}
+		}
+	}
+	return errs
 }
 
 // Skip says why a pod must not be injected, or "" when it may be.
@@ -130,17 +285,8 @@ func Skip(pod *corev1.Pod) string {
 // inject safely (a container already named like ours, a bad exclusion annotation).
 func Inject(pod *corev1.Pod, cfg Config) error {
 	if Injected(pod) {
-		return nil
-	}
-	for _, c := range append(append([]corev1.Container{}, pod.Spec.InitContainers...), pod.Spec.Containers...) {
-		if c.Name == CaptureContainer {
-			return fmt.Errorf("spec: the container name %q is reserved for the meshtls capture step; rename the container", c.Name)
-		}
-	}
-	for _, v := range pod.Spec.Volumes {
-		if v.Name == CertVolume || v.Name == TrustVolume || v.Name == TokenVolume {
-			return fmt.Errorf("spec.volumes: the volume name %q is reserved for meshtls; rename the volume", v.Name)
-		}
+		// Already injected, or forged: Verify decides which; Inject never injects twice.
+		return Verify(pod, cfg)
 	}
 	capture, err := captureContainer(pod, cfg)
 	if err != nil {
@@ -149,6 +295,8 @@ func Inject(pod *corev1.Pod, cfg Config) error {
 	if pod.Annotations == nil {
 		pod.Annotations = map[string]string{}
 	}
+	// Only injection writes this annotation: the proxy runs the probes it lists.
+	delete(pod.Annotations, AnnotationOriginalProbes)
 	if err := rewriteProbes(pod); err != nil {
 		return err
 	}

@@ -27,8 +27,27 @@ var (
 		Name: "meshtls_policy_status_writes_total",
 		Help: "Policy status writes by kind.",
 	}, []string{"kind"})
+
+	// StatusConflicts counts status writes that met a conflict and were retried.
+	StatusConflicts = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "meshtls_policy_status_conflicts_total",
+		Help: "Policy status writes retried after a conflict, by kind.",
+	}, []string{"kind"})
+
+	// ForeignProxyConfigs is the number of meshed pods whose PodProxyConfig name is
+	// held by an object the operator did not create (and leaves alone).
+	ForeignProxyConfigs = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "meshtls_foreign_podproxyconfigs",
+		Help: "Meshed pods whose PodProxyConfig is held by an object meshtls-operator did not create; they run without their resolved configuration.",
+	})
+
+	// MeshedPodsWithoutSidecar is the number of meshed pods that carry no proxy.
+	MeshedPodsWithoutSidecar = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "meshtls_pods_without_sidecar",
+		Help: "Meshed pods without the meshtls-proxy sidecar (labelled meshed after they were created); recreate them.",
+	})
 )
 
 func init() {
-	ctrlmetrics.Registry.MustRegister(PodsByMode, ProxyConfigWrites, StatusWrites)
+	ctrlmetrics.Registry.MustRegister(PodsByMode, ProxyConfigWrites, StatusWrites, StatusConflicts, ForeignProxyConfigs, MeshedPodsWithoutSidecar)
 }

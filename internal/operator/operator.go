@@ -59,8 +59,10 @@ type Options struct {
 	SkipNameValidation bool
 }
 
-// New builds the manager and registers the controllers. It returns the policy index
-// the controllers share.
+// New builds the manager: the policy index and its feeder, which run on every replica
+// (the webhooks answer from every replica), the leader-elected controllers, the
+// webhooks, and the probes (/readyz fails until the index is filled). It returns the
+// policy index.
 func New(cfg *rest.Config, o Options) (ctrl.Manager, *policy.Index, error) {
 	if os.Getenv("GOGC") == "" {
 		// The cache is most of the heap and changes slowly: collect at 1.5x the live
@@ -114,8 +116,12 @@ func New(cfg *rest.Config, o Options) (ctrl.Manager, *policy.Index, error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("failed to create manager: %w", err)
 	}
-	ix, err := controllers.Setup(mgr, controllers.Options{MaxConcurrentReconciles: o.MaxConcurrentReconciles})
-	if err != nil {
+	ix := policy.NewIndex(policy.WithOperatorNamespace(o.OperatorNamespace))
+	feeder := controllers.NewFeeder(ix, mgr.GetCache(), time.Second)
+	if err := mgr.Add(feeder); err != nil {
+		return nil, nil, err
+	}
+	if err := controllers.Setup(mgr, feeder, controllers.Options{MaxConcurrentReconciles: o.MaxConcurrentReconciles}); err != nil {
 		return nil, nil, err
 	}
 	if o.Webhooks {
@@ -126,14 +132,14 @@ func New(cfg *rest.Config, o Options) (ctrl.Manager, *policy.Index, error) {
 		if _, err := os.Stat(filepath.Join(certDir, "tls.crt")); err != nil {
 			return nil, nil, fmt.Errorf("the admission webhooks are on, but there is no serving certificate %s: mount one there (config/certmanager makes it; see --webhook-cert-dir) or run with --enable-webhooks=false", filepath.Join(certDir, "tls.crt"))
 		}
-		if err := webhooks.Setup(mgr, ix, webhooks.Options{Inject: o.Inject, OperatorNamespace: o.OperatorNamespace}); err != nil {
+		if err := webhooks.Setup(mgr, ix, feeder.Ready, webhooks.Options{Inject: o.Inject}); err != nil {
 			return nil, nil, fmt.Errorf("failed to set up webhooks: %w", err)
 		}
 	}
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
 		return nil, nil, err
 	}
-	if err := mgr.AddReadyzCheck("readyz", healthz.Ping); err != nil {
+	if err := mgr.AddReadyzCheck("policy-index", feeder.Checker); err != nil {
 		return nil, nil, err
 	}
 	if err := mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {

@@ -25,43 +25,143 @@ type Admission struct {
 	Warnings []string
 }
 
-// floorErrors refuses modes weaker than the mesh floor.
-func floorErrors(floor Mode, mode Mode, ports []PortMode, portIndex map[int32]int) field.ErrorList {
+// floorErrors refuses modes weaker than the mesh floor. With an old version (an
+// update), only a mode that the change lowers below the floor, or a new port entry
+// below it, is refused: a policy that already sat below the floor (the floor was
+// raised over it, which is allowed) may keep its mode or raise it.
+func floorErrors(floor Mode, mode Mode, ports []PortMode, portIndex map[int32]int, old *modes) field.ErrorList {
 	var errs field.ErrorList
 	spec := field.NewPath("spec")
 	why := fmt.Sprintf("is weaker than the mesh minimumMode %s (MeshMTLSPolicy default); use %s or stronger, or lower the mesh minimumMode", floor, floor)
-	if isSet(mode) && Weaker(mode, floor) {
+	if isSet(mode) && Weaker(mode, floor) && !old.kept(old.mode(), mode) {
 		errs = append(errs, field.Invalid(spec.Child("mode"), string(mode), why))
 	}
 	for _, p := range ports {
-		if Weaker(p.Mode, floor) {
+		if Weaker(p.Mode, floor) && !old.kept(old.port(p.Port), p.Mode) {
 			errs = append(errs, field.Invalid(spec.Child("portLevelMTLS").Index(portIndex[p.Port]).Child("mode"), string(p.Mode), fmt.Sprintf("port %d %s", p.Port, why)))
 		}
 	}
 	return errs
 }
 
-// AdmitNamespacePolicy checks a NamespaceMTLSPolicy against the mesh floor.
-func (ix *Index) AdmitNamespacePolicy(p *NamespacePolicy) Admission {
-	return Admission{Errors: floorErrors(ix.Floor(), p.Mode, nil, nil)}
+// modes are the modes of a policy's old version; nil on create.
+type modes struct {
+	Mode  Mode
+	Ports []PortMode
 }
 
-// AdmitWorkloadPolicy checks a WorkloadMTLSPolicy to be created or updated (the index
-// holds the world before the change; a policy of the same name is the object's old
-// version and is ignored). portIndex maps each port entry to its index in the request,
-// for field paths. It refuses:
+func (m *modes) mode() Mode {
+	if m == nil {
+		return ""
+	}
+	return m.Mode
+}
+
+func (m *modes) port(port int32) Mode {
+	if m == nil {
+		return ""
+	}
+	for _, p := range m.Ports {
+		if p.Port == port {
+			return p.Mode
+		}
+	}
+	return ""
+}
+
+// kept reports whether now is the old mode or a stronger one, so the change lowers
+// nothing.
+func (m *modes) kept(before, now Mode) bool {
+	return m != nil && isSet(before) && !Weaker(now, before)
+}
+
+// AdmitNamespacePolicy checks a NamespaceMTLSPolicy to be created (old nil) or
+// updated against the mesh floor.
+func (ix *Index) AdmitNamespacePolicy(p, old *NamespacePolicy) Admission {
+	var was *modes
+	if old != nil {
+		was = &modes{Mode: old.Mode}
+	}
+	return Admission{Errors: floorErrors(ix.Floor(), p.Mode, nil, nil, was)}
+}
+
+// finding is one reason to refuse a workload policy because of another one.
+type finding struct {
+	other string
+	// same is "selector" or "targetRefs" when the two are equal; "" when they only
+	// share pods.
+	same string
+	pods []string // meshed pods in common, sorted
+}
+
+// workloadFindings lists, per other valid policy of the namespace, the equalities
+// and the pods in common with p, and the policies p may overlap with later.
+func (ix *Index) workloadFindings(n *nsIndex, p *WorkloadPolicy) (found []finding, mayOverlap []string) {
+	others := make([]*WorkloadPolicy, 0, len(n.workloads))
+	for _, o := range n.workloads {
+		if o.Name != p.Name && o.Invalid == "" {
+			others = append(others, o)
+		}
+	}
+	sort.Slice(others, func(i, j int) bool { return others[i].Name < others[j].Name })
+
+	// Meshed pods p would select, by name.
+	var mine []*Pod
+	n.podsFor(p, func(pod *Pod) {
+		if n.meshed(pod) && applies(p, n, labels.Set(pod.Labels)) {
+			mine = append(mine, pod)
+		}
+	})
+	sort.Slice(mine, func(i, j int) bool { return mine[i].Name < mine[j].Name })
+
+	for _, o := range others {
+		f := finding{other: o.Name}
+		switch {
+		case p.Selector != nil && o.Selector != nil && p.SelectorKey == o.SelectorKey:
+			f.same = "selector"
+		case p.Selector == nil && o.Selector == nil && slices.Equal(p.Services, o.Services):
+			f.same = "targetRefs"
+		}
+		for _, pod := range mine {
+			if applies(o, n, labels.Set(pod.Labels)) {
+				f.pods = append(f.pods, pod.Name)
+			}
+		}
+		if f.same != "" || len(f.pods) > 0 {
+			found = append(found, f)
+		} else if ix.mayShare(n, p, o) {
+			mayOverlap = append(mayOverlap, o.Name)
+		}
+	}
+	return found, mayOverlap
+}
+
+// AdmitWorkloadPolicy checks a WorkloadMTLSPolicy to be created (old nil) or updated
+// (old is the object's previous version). The index holds the world before the
+// change; a policy of the same name is the object's old version and is ignored.
+// portIndex maps each port entry to its index in the request, for field paths. It
+// refuses:
 //   - a mode or port mode below the mesh floor;
 //   - a selector semantically equal to another policy's, or targetRefs equal as sets;
-//   - selecting an existing meshed pod that another policy selects, naming the other
-//     policy and up to five pods in common.
+//   - selecting an existing meshed pod that another policy selects,
+//
+// naming the other policy and up to five pods in common. On an update it refuses only
+// what the change makes worse: a mode lowered below the floor, a new equality, a pod
+// in common that the old version did not share. So a policy that is already
+// conflicted or below the floor still takes metadata edits, finalizer removal, an
+// unchanged re-apply and a raised mode.
 //
 // It warns where another policy's selection could overlap but no pod is selected by
 // both yet.
-func (ix *Index) AdmitWorkloadPolicy(p *WorkloadPolicy, portIndex map[int32]int) Admission {
+func (ix *Index) AdmitWorkloadPolicy(p, old *WorkloadPolicy, portIndex map[int32]int) Admission {
 	ix.mu.RLock()
 	defer ix.mu.RUnlock()
 	var a Admission
-	a.Errors = floorErrors(ix.floorLocked(), p.Mode, p.Ports, portIndex)
+	var was *modes
+	if old != nil {
+		was = &modes{Mode: old.Mode, Ports: old.Ports}
+	}
+	a.Errors = floorErrors(ix.floorLocked(), p.Mode, p.Ports, portIndex, was)
 	if p.Invalid != "" {
 		return a
 	}
@@ -75,50 +175,41 @@ func (ix *Index) AdmitWorkloadPolicy(p *WorkloadPolicy, portIndex map[int32]int)
 		what = spec.Child("targetRefs")
 	}
 
-	others := make([]*WorkloadPolicy, 0, len(n.workloads))
-	for _, o := range n.workloads {
-		if o.Name != p.Name && o.Invalid == "" {
-			others = append(others, o)
+	found, overlaps := ix.workloadFindings(n, p)
+	before := map[string]finding{}
+	if old != nil && old.Invalid == "" {
+		oldFound, _ := ix.workloadFindings(n, old)
+		for _, f := range oldFound {
+			before[f.other] = f
 		}
 	}
-	sort.Slice(others, func(i, j int) bool { return others[i].Name < others[j].Name })
-
-	// Pods the new policy would select, by name.
-	var mine []*Pod
-	n.podsFor(p, func(pod *Pod) {
-		if Meshed(pod.Labels, n.labels) && applies(p, n, labels.Set(pod.Labels)) {
-			mine = append(mine, pod)
+	for _, f := range found {
+		prev, had := before[f.other]
+		newEquality := f.same != "" && prev.same != f.same
+		newPods := !had || !subset(f.pods, prev.pods)
+		if !newEquality && !newPods {
+			continue // the old version shared as much: the change makes nothing worse
 		}
-	})
-	sort.Slice(mine, func(i, j int) bool { return mine[i].Name < mine[j].Name })
-
-	for _, o := range others {
+		inCommon := ""
+		if len(f.pods) > 0 {
+			inCommon = "; pods in common: " + NameFew(f.pods)
+		}
 		switch {
-		case p.Selector != nil && o.Selector != nil && p.SelectorKey == o.SelectorKey:
+		case f.same == "selector":
 			a.Errors = append(a.Errors, field.Invalid(what, p.SelectorKey,
-				fmt.Sprintf("WorkloadMTLSPolicy %q in namespace %s has the same selector; change that policy instead of adding another", o.Name, p.Namespace)))
-			continue
-		case p.Selector == nil && o.Selector == nil && slices.Equal(p.Services, o.Services):
+				fmt.Sprintf("WorkloadMTLSPolicy %q in namespace %s has the same selector; change that policy instead of adding another%s", f.other, p.Namespace, inCommon)))
+		case f.same == "targetRefs":
 			a.Errors = append(a.Errors, field.Invalid(what, strings.Join(p.Services, ","),
-				fmt.Sprintf("WorkloadMTLSPolicy %q in namespace %s targets the same Services; change that policy instead of adding another", o.Name, p.Namespace)))
-			continue
-		}
-		var common []string
-		for _, pod := range mine {
-			if applies(o, n, labels.Set(pod.Labels)) {
-				common = append(common, pod.Name)
-			}
-		}
-		if len(common) > 0 {
+				fmt.Sprintf("WorkloadMTLSPolicy %q in namespace %s targets the same Services; change that policy instead of adding another%s", f.other, p.Namespace, inCommon)))
+		default:
 			a.Errors = append(a.Errors, field.Forbidden(what, fmt.Sprintf(
 				"would select pods that WorkloadMTLSPolicy %q in namespace %s already selects: %s; a pod may be decided by one workload policy only: narrow this policy's selection or that one's",
-				o.Name, p.Namespace, NameFew(common))))
-			continue
+				f.other, p.Namespace, NameFew(f.pods))))
 		}
-		if ix.mayShare(n, p, o) {
-			a.Warnings = append(a.Warnings, fmt.Sprintf(
-				"%s may overlap with WorkloadMTLSPolicy %q in namespace %s: no pod is selected by both yet, but a pod that is would be decided by the older policy only", what, o.Name, p.Namespace))
-		}
+	}
+	for _, o := range overlaps {
+		a.Warnings = append(a.Warnings, fmt.Sprintf(
+			"%s may overlap with WorkloadMTLSPolicy %q in namespace %s: no pod is selected by both yet, but a pod that is would be decided by the older policy only", what, o, p.Namespace))
 	}
 	return a
 }
@@ -192,4 +283,37 @@ func (ix *Index) BelowFloor(floor Mode) []string {
 		below = append(below[:maxWarned], fmt.Sprintf("and %d more", len(below)-maxWarned))
 	}
 	return below
+}
+
+// AdmitPod checks the capture exclusions of a meshed pod against the mesh floor: an
+// inbound port taken out of capture receives plaintext past the proxy, which a
+// minimumMode above DISABLE forbids. The proxy's own ports (15000-15099) may be named.
+func (ix *Index) AdmitPod(p *Pod) field.ErrorList {
+	floor := ix.Floor()
+	if !Weaker(v1alpha1.ModeDisable, floor) {
+		return nil
+	}
+	var bypass []string
+	for _, port := range p.ExcludedInboundPorts {
+		if port < 15000 || port > 15099 {
+			bypass = append(bypass, fmt.Sprint(port))
+		}
+	}
+	if len(bypass) == 0 {
+		return nil
+	}
+	return field.ErrorList{field.Forbidden(field.NewPath("metadata", "annotations").Key(AnnotationExcludeInboundPorts), fmt.Sprintf(
+		"takes inbound ports %s out of capture, which lets plaintext reach them past the proxy, but the mesh minimumMode is %s (MeshMTLSPolicy default): remove those ports from the annotation, or lower the mesh minimumMode to DISABLE",
+		strings.Join(bypass, ", "), floor))}
+}
+
+// NamespaceLabels returns the labels of a namespace the index knows; ok is false for
+// one it has not seen.
+func (ix *Index) NamespaceLabels(namespace string) (labels map[string]string, ok bool) {
+	ix.mu.RLock()
+	defer ix.mu.RUnlock()
+	if n, found := ix.namespaces[namespace]; found && n.labels != nil {
+		return n.labels, true
+	}
+	return nil, false
 }

@@ -139,7 +139,7 @@ func BenchmarkAdmitWorkloadPolicy(b *testing.B) {
 	b.ReportAllocs()
 	b.ResetTimer()
 	for b.Loop() {
-		if a := ix.AdmitWorkloadPolicy(candidate, nil); len(a.Errors) > 0 {
+		if a := ix.AdmitWorkloadPolicy(candidate, nil, nil); len(a.Errors) > 0 {
 			b.Fatal(a.Errors)
 		}
 	}

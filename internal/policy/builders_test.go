@@ -21,7 +21,7 @@ var epoch = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 type podOpt func(*Pod)
 
 func pod(ns, name string, opts ...podOpt) *Pod {
-	p := &Pod{Namespace: ns, Name: name, UID: ns + "-" + name + "-uid", ServiceAccount: "default", Labels: map[string]string{}}
+	p := &Pod{Namespace: ns, Name: name, UID: ns + "-" + name + "-uid", ServiceAccount: "default", Labels: map[string]string{}, Sidecar: true}
 	for _, o := range opts {
 		o(p)
 	}
@@ -37,6 +37,8 @@ func withLabels(kv ...string) podOpt {
 }
 
 func withPorts(ports ...int32) podOpt { return func(p *Pod) { p.Ports = ports } }
+
+func excluding(ports ...int32) podOpt { return func(p *Pod) { p.ExcludedInboundPorts = ports } }
 
 func withSA(sa string) podOpt { return func(p *Pod) { p.ServiceAccount = sa } }
 

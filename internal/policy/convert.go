@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"slices"
 	"sort"
+	"strconv"
+	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -40,6 +42,13 @@ func PodFrom(p *corev1.Pod) *Pod {
 		UID:            string(p.UID),
 		Labels:         p.Labels,
 		ServiceAccount: p.Spec.ServiceAccountName,
+		HostNetwork:    p.Spec.HostNetwork,
+	}
+	out.ExcludedInboundPorts, _ = ParsePorts(p.Annotations[AnnotationExcludeInboundPorts])
+	for _, c := range p.Spec.InitContainers {
+		if c.Name == ProxyContainerName {
+			out.Sidecar = true
+		}
 	}
 	seen := map[int32]bool{}
 	for _, containers := range [][]corev1.Container{p.Spec.InitContainers, p.Spec.Containers} {
@@ -119,4 +128,28 @@ func WorkloadPolicyFrom(p *v1alpha1.WorkloadMTLSPolicy) *WorkloadPolicy {
 	}
 	sort.Slice(out.Ports, func(i, j int) bool { return out.Ports[i].Port < out.Ports[j].Port })
 	return out
+}
+
+// ParsePorts parses a comma-separated list of TCP ports ("8081, 9000") into sorted,
+// unique port numbers. It returns what parses along with an error naming the first
+// entry that does not.
+func ParsePorts(list string) ([]int32, error) {
+	var out []int32
+	var bad error
+	for _, f := range strings.Split(list, ",") {
+		f = strings.TrimSpace(f)
+		if f == "" {
+			continue
+		}
+		n, err := strconv.ParseInt(f, 10, 32)
+		if err != nil || n < 1 || n > 65535 {
+			if bad == nil {
+				bad = fmt.Errorf("%q is not a port number (1-65535)", f)
+			}
+			continue
+		}
+		out = append(out, int32(n))
+	}
+	slices.Sort(out)
+	return slices.Compact(out), bad
 }

@@ -15,10 +15,13 @@ type Index struct {
 	mu         sync.RWMutex
 	mesh       *Mesh
 	namespaces map[string]*nsIndex
+	// operatorNamespace is never meshed.
+	operatorNamespace string
 }
 
 type nsIndex struct {
-	labels    map[string]string // nil while the Namespace object is unknown
+	operatorNamespace string            // the Index's, for Meshed
+	labels            map[string]string // nil while the Namespace object is unknown
 	policy    *NamespacePolicy
 	pods      map[string]*Pod
 	services  map[string]*Service
@@ -33,6 +36,10 @@ type nsIndex struct {
 	// podsByLabel finds the pods that carry a label, so that a policy's pods are found
 	// through its anchor instead of a scan of the namespace.
 	podsByLabel map[labelPair]map[string]*Pod
+
+	// foreign are the pods whose PodProxyConfig name is held by an object the
+	// operator did not create.
+	foreign map[string]bool
 }
 
 func (n *nsIndex) addPod(p *Pod) {
@@ -51,6 +58,7 @@ func (n *nsIndex) addPod(p *Pod) {
 
 func (n *nsIndex) removePod(p *Pod) {
 	delete(n.pods, p.Name)
+	delete(n.foreign, p.Name)
 	for k, v := range p.Labels {
 		lp := labelPair{k, v}
 		delete(n.podsByLabel[lp], p.Name)
@@ -121,7 +129,7 @@ func (n *nsIndex) selectedPods(policies ...*WorkloadPolicy) []string {
 			continue
 		}
 		n.podsFor(w, func(pod *Pod) {
-			if !seen[pod.Name] && Meshed(pod.Labels, n.labels) && applies(w, n, labels.Set(pod.Labels)) {
+			if !seen[pod.Name] && n.meshed(pod) && applies(w, n, labels.Set(pod.Labels)) {
 				seen[pod.Name] = true
 				out = append(out, pod.Name)
 			}
@@ -135,15 +143,30 @@ func (n *nsIndex) empty() bool {
 	return n.labels == nil && n.policy == nil && len(n.pods) == 0 && len(n.services) == 0 && len(n.workloads) == 0
 }
 
-// NewIndex returns an empty index: no mesh policy, no namespaces.
-func NewIndex() *Index {
-	return &Index{namespaces: map[string]*nsIndex{}}
+// IndexOption configures an Index.
+type IndexOption func(*Index)
+
+// WithOperatorNamespace names the operator's namespace, whose pods are never meshed.
+func WithOperatorNamespace(ns string) IndexOption {
+	return func(ix *Index) { ix.operatorNamespace = ns }
 }
+
+// NewIndex returns an empty index: no mesh policy, no namespaces.
+func NewIndex(opts ...IndexOption) *Index {
+	ix := &Index{namespaces: map[string]*nsIndex{}}
+	for _, o := range opts {
+		o(ix)
+	}
+	return ix
+}
+
+// OperatorNamespace is the namespace whose pods are never meshed ("" for none).
+func (ix *Index) OperatorNamespace() string { return ix.operatorNamespace }
 
 func (ix *Index) ns(name string) *nsIndex {
 	n, ok := ix.namespaces[name]
 	if !ok {
-		n = &nsIndex{pods: map[string]*Pod{}, services: map[string]*Service{}, workloads: map[string]*WorkloadPolicy{},
+		n = &nsIndex{operatorNamespace: ix.operatorNamespace, pods: map[string]*Pod{}, services: map[string]*Service{}, workloads: map[string]*WorkloadPolicy{},
 			anchored: map[labelPair][]*WorkloadPolicy{}, podsByLabel: map[labelPair]map[string]*Pod{}}
 		ix.namespaces[name] = n
 	}
@@ -335,4 +358,28 @@ func (ix *Index) Pods(namespace string) []string {
 	}
 	sort.Strings(names)
 	return names
+}
+
+// SetForeignProxyConfig records whether the PodProxyConfig of a pod is held by an
+// object the operator did not create (and so leaves alone); it reports whether that
+// changed.
+func (ix *Index) SetForeignProxyConfig(namespace, pod string, foreign bool) (changed bool) {
+	ix.mu.Lock()
+	defer ix.mu.Unlock()
+	n, ok := ix.namespaces[namespace]
+	if !ok {
+		return false
+	}
+	if n.foreign[pod] == foreign {
+		return false
+	}
+	if foreign {
+		if n.foreign == nil {
+			n.foreign = map[string]bool{}
+		}
+		n.foreign[pod] = true
+	} else {
+		delete(n.foreign, pod)
+	}
+	return true
 }

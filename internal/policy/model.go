@@ -12,6 +12,8 @@
 package policy
 
 import (
+	"maps"
+	"slices"
 	"time"
 
 	"k8s.io/apimachinery/pkg/labels"
@@ -27,6 +29,13 @@ const (
 	InjectLabel    = "meshtls.io/inject"
 	InjectEnabled  = "enabled"
 	InjectDisabled = "disabled"
+)
+
+// Names the resolver shares with injection: the sidecar's container name, and the
+// annotation that takes inbound ports out of capture.
+const (
+	ProxyContainerName            = "meshtls-proxy"
+	AnnotationExcludeInboundPorts = "meshtls.io/exclude-inbound-ports"
 )
 
 // rank orders modes from weakest to strongest; UNSET and unknown values rank lowest.
@@ -67,6 +76,22 @@ type Pod struct {
 	ServiceAccount string
 	// Ports are the container ports the pod declares, sorted and unique.
 	Ports []int32
+	// HostNetwork pods are never meshed: the proxy cannot capture their traffic
+	// without capturing the node's.
+	HostNetwork bool
+	// Sidecar is true when the pod carries the meshtls-proxy container.
+	Sidecar bool
+	// ExcludedInboundPorts are the ports its meshtls.io/exclude-inbound-ports
+	// annotation takes out of capture, sorted and unique (a malformed annotation is
+	// refused at admission and read here as far as it parses).
+	ExcludedInboundPorts []int32
+}
+
+// Equal reports whether two pods are the same to the resolver.
+func (p *Pod) Equal(o *Pod) bool {
+	return p.Namespace == o.Namespace && p.Name == o.Name && p.UID == o.UID && maps.Equal(p.Labels, o.Labels) &&
+		p.ServiceAccount == o.ServiceAccount && slices.Equal(p.Ports, o.Ports) && p.HostNetwork == o.HostNetwork &&
+		p.Sidecar == o.Sidecar && slices.Equal(p.ExcludedInboundPorts, o.ExcludedInboundPorts)
 }
 
 // Namespace is what the resolver needs of a namespace.

@@ -24,12 +24,30 @@ type Result struct {
 	// TrustDomain and HasIssuer come from the mesh.
 	TrustDomain string
 	HasIssuer   bool
+	// Uncaptured are the pod's capture-excluded inbound ports whose effective mode
+	// is not DISABLE: plaintext reaches the application there past the proxy.
+	Uncaptured []int32
 }
 
-// Meshed reports whether a pod is meshed: labelled meshtls.io/inject=enabled, or in a
-// namespace so labelled and not labelled meshtls.io/inject=disabled itself.
-func Meshed(podLabels, namespaceLabels map[string]string) bool {
-	switch podLabels[InjectLabel] {
+// PortMode returns the effective mode of a port.
+func (r Result) PortMode(port int32) Mode {
+	for _, p := range r.Ports {
+		if p.Port == port {
+			return p.Mode
+		}
+	}
+	return r.Mode
+}
+
+// Meshed is the one rule that decides whether a pod is meshed, for injection and
+// resolution alike: labelled meshtls.io/inject=enabled, or in a namespace so labelled
+// and not labelled meshtls.io/inject=disabled itself; and never a host-network pod, nor
+// a pod in the operator's own namespace (operatorNamespace; "" for none).
+func Meshed(pod *Pod, namespaceLabels map[string]string, operatorNamespace string) bool {
+	if pod.HostNetwork || (operatorNamespace != "" && pod.Namespace == operatorNamespace) {
+		return false
+	}
+	switch pod.Labels[InjectLabel] {
 	case InjectEnabled:
 		return true
 	case InjectDisabled:
@@ -37,6 +55,9 @@ func Meshed(podLabels, namespaceLabels map[string]string) bool {
 	}
 	return namespaceLabels[InjectLabel] == InjectEnabled
 }
+
+// meshed applies Meshed to a pod of this namespace.
+func (n *nsIndex) meshed(pod *Pod) bool { return Meshed(pod, n.labels, n.operatorNamespace) }
 
 // Resolve resolves one pod. ok is false when the pod is unknown or not meshed.
 func (ix *Index) Resolve(namespace, name string) (r Result, ok bool) {
@@ -47,7 +68,7 @@ func (ix *Index) Resolve(namespace, name string) (r Result, ok bool) {
 		return Result{}, false
 	}
 	pod, found := n.pods[name]
-	if !found || !Meshed(pod.Labels, n.labels) {
+	if !found || !n.meshed(pod) {
 		return Result{}, false
 	}
 	return resolve(ix.mesh, n, pod), true
@@ -164,6 +185,11 @@ func resolve(mesh *Mesh, n *nsIndex, pod *Pod) Result {
 		r.Decision = append(r.Decision, v1alpha1.Decision{
 			Scope: v1alpha1.ScopeMinimumMode, Kind: "MeshMTLSPolicy", Name: v1alpha1.MeshMTLSPolicyName, Mode: floor, Ports: raised,
 		})
+	}
+	for _, port := range pod.ExcludedInboundPorts {
+		if r.PortMode(port) != v1alpha1.ModeDisable {
+			r.Uncaptured = append(r.Uncaptured, port)
+		}
 	}
 	return r
 }

@@ -245,3 +245,59 @@ func TestResolve(t *testing.T) {
 		t.Errorf("the table has %d cases; keep at least 30", len(tests))
 	}
 }
+
+func TestOneRuleForMeshed(t *testing.T) {
+	ix := NewIndex(WithOperatorNamespace("meshtls-system"))
+	for _, ns := range []string{"shop", "meshtls-system"} {
+		ix.ApplyNamespace(meshedNS(ns))
+	}
+	hostNet := pod("shop", "host", func(p *Pod) { p.HostNetwork = true })
+	ix.ApplyPod(hostNet)
+	ix.ApplyPod(pod("meshtls-system", "operator"))
+	ix.ApplyPod(pod("shop", "app"))
+	for _, tt := range []struct {
+		name   string
+		ns, at string
+		want   bool
+	}{
+		{"a host-network pod is not meshed", "shop", "host", false},
+		{"a pod in the operator namespace is not meshed, labels or not", "meshtls-system", "operator", false},
+		{"an ordinary pod in a meshed namespace is meshed", "shop", "app", true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			if _, ok := ix.Resolve(tt.ns, tt.at); ok != tt.want {
+				t.Errorf("Resolve meshed=%v, want %v", ok, tt.want)
+			}
+			p := pod(tt.ns, tt.at)
+			if tt.at == "host" {
+				p.HostNetwork = true
+			}
+			labels, _ := ix.NamespaceLabels(tt.ns)
+			if got := Meshed(p, labels, ix.OperatorNamespace()); got != tt.want {
+				t.Errorf("Meshed (the injector's question) = %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestUncapturedPortsAndSidecar(t *testing.T) {
+	w := world{namespaces: []Namespace{meshedNS("shop")},
+		workloads: []*WorkloadPolicy{workload("shop", "w", 0, selecting("app", "x"), mode(strict), port(9000, disable))},
+		pods: []*Pod{pod("shop", "a", withLabels("app", "x"), excluding(8081, 9000), func(p *Pod) { p.Sidecar = false })}}
+	r, ok := w.index().Resolve("shop", "a")
+	if !ok {
+		t.Fatal("pod not meshed")
+	}
+	if fmt.Sprint(r.Uncaptured) != "[8081]" {
+		t.Errorf("uncaptured = %v, want [8081] (9000 is DISABLE, so excluding it bypasses nothing)", r.Uncaptured)
+	}
+	spec := ProxyConfigSpec(r)
+	if fmt.Sprint(spec.Inbound.UncapturedPorts) != "[8081]" || spec.Sidecar != "Missing" {
+		t.Errorf("spec uncaptured %v sidecar %q, want [8081] Missing", spec.Inbound.UncapturedPorts, spec.Sidecar)
+	}
+	with := spec
+	with.Sidecar = "Injected"
+	if ConfigHash(with) != spec.ConfigHash {
+		t.Error("the sidecar observation must not change configHash")
+	}
+}

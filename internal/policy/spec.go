@@ -31,13 +31,22 @@ func ProxyConfigSpec(r Result) v1alpha1.PodProxyConfigSpec {
 	for _, p := range r.Ports {
 		spec.Inbound.Ports = append(spec.Inbound.Ports, v1alpha1.PortMTLS{Port: p.Port, Mode: p.Mode})
 	}
+	spec.Inbound.UncapturedPorts = r.Uncaptured
 	spec.ConfigHash = ConfigHash(spec)
+	// After the hash: whether the pod carries a sidecar is an observation, not
+	// configuration the proxy applies.
+	spec.Sidecar = v1alpha1.SidecarInjected
+	if !r.Pod.Sidecar {
+		spec.Sidecar = v1alpha1.SidecarMissing
+	}
 	return spec
 }
 
-// ConfigHash is "sha256:" and the hex SHA-256 of the spec's JSON without its hash.
+// ConfigHash is "sha256:" and the hex SHA-256 of the spec's JSON without its hash
+// and without the observations that follow it (sidecar, certificate).
 func ConfigHash(spec v1alpha1.PodProxyConfigSpec) string {
 	spec.ConfigHash = ""
+	spec.Sidecar, spec.Certificate = "", nil
 	b, err := json.Marshal(spec)
 	if err != nil {
 		// A struct of strings, ints and slices always marshals.

@@ -22,6 +22,9 @@ type WorkloadStatus struct {
 	BelowFloor bool
 	// Invalid says why the policy selects nothing.
 	Invalid string
+	// ForeignProxyConfigs are pods the policy decides for whose PodProxyConfig is
+	// held by an object the operator did not create, sorted.
+	ForeignProxyConfigs []string
 }
 
 // NamespaceStatus is what the resolver says of a namespace policy.
@@ -32,12 +35,18 @@ type NamespaceStatus struct {
 	// decides (not those a workload policy's mode decides).
 	SelectedPods int32
 	BelowFloor   bool
+	// ForeignProxyConfigs: as in WorkloadStatus, for the pods it decides.
+	ForeignProxyConfigs []string
 }
 
 // MeshStatus counts the meshed pods of the whole mesh.
 type MeshStatus struct {
 	MeshedNamespaces int32
 	MeshedPods       int32
+	// WithoutSidecar counts meshed pods that carry no proxy.
+	WithoutSidecar int32
+	// ForeignProxyConfigs counts meshed pods whose PodProxyConfig is not the operator's.
+	ForeignProxyConfigs int32
 	Strict           int32
 	Permissive       int32
 	Disable          int32
@@ -90,7 +99,7 @@ func (ix *Index) WorkloadPolicyStatuses(namespace string) map[string]WorkloadSta
 		statuses[name] = s
 	}
 	for _, pod := range n.pods {
-		if !Meshed(pod.Labels, n.labels) {
+		if !n.meshed(pod) {
 			continue
 		}
 		cands := candidates(n, pod)
@@ -99,6 +108,9 @@ func (ix *Index) WorkloadPolicyStatuses(namespace string) map[string]WorkloadSta
 		}
 		winner := cands[0]
 		statuses[winner.Name].SelectedPods++
+		if n.foreign[pod.Name] {
+			statuses[winner.Name].ForeignProxyConfigs = append(statuses[winner.Name].ForeignProxyConfigs, pod.Name)
+		}
 		for _, p := range winner.Ports {
 			if !declares(pod, p.Port) {
 				if undeclared[winner.Name] == nil {
@@ -119,6 +131,7 @@ func (ix *Index) WorkloadPolicyStatuses(namespace string) map[string]WorkloadSta
 	for name, s := range statuses {
 		sort.Strings(s.ConflictedPods)
 		sort.Strings(s.MissingServices)
+		sort.Strings(s.ForeignProxyConfigs)
 		for w := range winners[name] {
 			s.Winners = append(s.Winners, w)
 		}
@@ -164,14 +177,18 @@ func (ix *Index) NamespacePolicyStatus(namespace string) (s NamespaceStatus, ok 
 		return s, true
 	}
 	for _, pod := range n.pods {
-		if !Meshed(pod.Labels, n.labels) {
+		if !n.meshed(pod) {
 			continue
 		}
 		if cands := candidates(n, pod); len(cands) > 0 && isSet(cands[0].Mode) {
 			continue
 		}
 		s.SelectedPods++
+		if n.foreign[pod.Name] {
+			s.ForeignProxyConfigs = append(s.ForeignProxyConfigs, pod.Name)
+		}
 	}
+	sort.Strings(s.ForeignProxyConfigs)
 	return s, true
 }
 
@@ -183,11 +200,17 @@ func (ix *Index) MeshStatus() MeshStatus {
 	for _, n := range ix.namespaces {
 		meshedHere := false
 		for _, pod := range n.pods {
-			if !Meshed(pod.Labels, n.labels) {
+			if !n.meshed(pod) {
 				continue
 			}
 			meshedHere = true
 			s.MeshedPods++
+			if !pod.Sidecar {
+				s.WithoutSidecar++
+			}
+			if n.foreign[pod.Name] {
+				s.ForeignProxyConfigs++
+			}
 			switch resolve(ix.mesh, n, pod).Mode {
 			case v1alpha1.ModeStrict:
 				s.Strict++

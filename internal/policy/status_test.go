@@ -72,11 +72,11 @@ func TestNamespaceAndMeshStatus(t *testing.T) {
 	ix := w.index()
 
 	shop, _ := ix.NamespacePolicyStatus("shop")
-	if want := (NamespaceStatus{EffectiveMode: strict, SelectedPods: 2}); shop != want {
+	if want := (NamespaceStatus{EffectiveMode: strict, SelectedPods: 2}); !reflect.DeepEqual(shop, want) {
 		t.Errorf("shop: got %+v, want %+v", shop, want)
 	}
 	bank, _ := ix.NamespacePolicyStatus("bank")
-	if want := (NamespaceStatus{EffectiveMode: permissive, SelectedPods: 1, BelowFloor: true}); bank != want {
+	if want := (NamespaceStatus{EffectiveMode: permissive, SelectedPods: 1, BelowFloor: true}); !reflect.DeepEqual(bank, want) {
 		t.Errorf("bank (below the floor): got %+v, want %+v", bank, want)
 	}
 	if _, ok := ix.NamespacePolicyStatus("nowhere"); ok {
