@@ -130,7 +130,9 @@ func Injected(pod *corev1.Pod) bool {
 	return false
 }
 
-func ourVolume(name string) bool { return name == CertVolume || name == TrustVolume || name == TokenVolume }
+func ourVolume(name string) bool {
+	return name == CertVolume || name == TrustVolume || name == TokenVolume
+}
 
 // Verify checks that a pod which arrives carrying meshtls containers or volumes
 // carries exactly what Inject would have produced for it (a reinvocation of the

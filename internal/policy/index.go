@@ -22,10 +22,10 @@ type Index struct {
 type nsIndex struct {
 	operatorNamespace string            // the Index's, for Meshed
 	labels            map[string]string // nil while the Namespace object is unknown
-	policy    *NamespacePolicy
-	pods      map[string]*Pod
-	services  map[string]*Service
-	workloads map[string]*WorkloadPolicy
+	policy            *NamespacePolicy
+	pods              map[string]*Pod
+	services          map[string]*Service
+	workloads         map[string]*WorkloadPolicy
 
 	// anchored files each valid selector policy under one of its In requirements
 	// (key, value): a pod can only match policies filed under one of its own labels.

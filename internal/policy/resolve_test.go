@@ -283,7 +283,7 @@ func TestOneRuleForMeshed(t *testing.T) {
 func TestUncapturedPortsAndSidecar(t *testing.T) {
 	w := world{namespaces: []Namespace{meshedNS("shop")},
 		workloads: []*WorkloadPolicy{workload("shop", "w", 0, selecting("app", "x"), mode(strict), port(9000, disable))},
-		pods: []*Pod{pod("shop", "a", withLabels("app", "x"), excluding(8081, 9000), func(p *Pod) { p.Sidecar = false })}}
+		pods:      []*Pod{pod("shop", "a", withLabels("app", "x"), excluding(8081, 9000), func(p *Pod) { p.Sidecar = false })}}
 	r, ok := w.index().Resolve("shop", "a")
 	if !ok {
 		t.Fatal("pod not meshed")

@@ -47,9 +47,9 @@ type MeshStatus struct {
 	WithoutSidecar int32
 	// ForeignProxyConfigs counts meshed pods whose PodProxyConfig is not the operator's.
 	ForeignProxyConfigs int32
-	Strict           int32
-	Permissive       int32
-	Disable          int32
+	Strict              int32
+	Permissive          int32
+	Disable             int32
 }
 
 // Floor is the mesh minimumMode (DISABLE without a mesh policy).
