@@ -20,6 +20,10 @@ const (
 	ConditionMinimumModeApplied = "MinimumModeApplied"
 	// ConditionIssuerReady says whether the cert-manager issuer of the mesh is ready.
 	ConditionIssuerReady = "IssuerReady"
+	// ConditionGuardInstalled (MeshMTLSPolicy) says whether the PodProxyConfig guard
+	// (config/guard) is installed and bound; when False, its message says how to
+	// install it. The operator never installs it itself.
+	ConditionGuardInstalled = "GuardInstalled"
 
 	// ConditionApplied is set by a proxy: True once it enforces spec.configHash.
 	ConditionApplied = "Applied"
