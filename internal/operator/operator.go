@@ -124,6 +124,15 @@ func New(cfg *rest.Config, o Options) (ctrl.Manager, *policy.Index, error) {
 	if err := controllers.Setup(mgr, feeder, controllers.Options{MaxConcurrentReconciles: o.MaxConcurrentReconciles}); err != nil {
 		return nil, nil, err
 	}
+	// The guard must let the operator's own service account (meshtls-operator in
+	// config/rbac and in the CSV) write PodProxyConfigs.
+	operatorUser := ""
+	if o.OperatorNamespace != "" {
+		operatorUser = "system:serviceaccount:" + o.OperatorNamespace + ":meshtls-operator"
+	}
+	if err := controllers.SetupGuardCheck(mgr, operatorUser); err != nil {
+		return nil, nil, err
+	}
 	if o.Webhooks {
 		certDir := o.WebhookCertDir
 		if certDir == "" {
