@@ -2,6 +2,7 @@ package capture
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -20,10 +21,11 @@ import (
 // on a dual-stack listener arrives as an IPv4-mapped IPv6 address and is asked
 // the IPv4 way. The result is unmapped (a plain IPv4 AddrPort for IPv4).
 //
-// A connection that was not redirected (for example one that came to 15006
-// directly) has no NAT entry: the kernel answers ENOENT and OriginalDst returns
-// an error rather than the local address, so the caller can refuse it instead
-// of forwarding the connection to itself.
+// A connection that no rule redirected — one made to 15006 or 15001 directly,
+// or the proxy's own forwarded connection coming back to it — fails with
+// ErrNotRedirected (conntrack then reports the listener's own address, or has no
+// entry at all). The caller must refuse such a connection: forwarding it to its
+// "original" destination would send it to the proxy itself.
 func OriginalDst(c *net.TCPConn) (netip.AddrPort, error) {
 	local, ok := c.LocalAddr().(*net.TCPAddr)
 	if !ok || local == nil {
@@ -53,11 +55,24 @@ func OriginalDst(c *net.TCPConn) (netip.AddrPort, error) {
 	if ctlErr != nil {
 		return netip.AddrPort{}, fmt.Errorf("original destination: %w", ctlErr)
 	}
+	if errors.Is(sysErr, unix.ENOENT) || errors.Is(sysErr, unix.ENOPROTOOPT) {
+		// No conntrack entry, or no connection tracking in this namespace at all:
+		// nothing can have been redirected.
+		return netip.AddrPort{}, fmt.Errorf("%w: %v -> %v: %v", ErrNotRedirected, c.RemoteAddr(), c.LocalAddr(), sysErr)
+	}
 	if sysErr != nil {
 		return netip.AddrPort{}, fmt.Errorf("original destination of %v -> %v: %w", c.RemoteAddr(), c.LocalAddr(), sysErr)
 	}
+	if dst == netip.AddrPortFrom(la.Unmap(), uint16(local.Port)) {
+		// Tracked but not translated: the client asked for the listener itself.
+		return netip.AddrPort{}, fmt.Errorf("%w: %v -> %v", ErrNotRedirected, c.RemoteAddr(), c.LocalAddr())
+	}
 	return dst, nil
 }
+
+// ErrNotRedirected is OriginalDst's error for a connection no capture rule
+// redirected.
+var ErrNotRedirected = errors.New("connection was not redirected by capture: it has no other original destination")
 
 // originalDst4 reads SO_ORIGINAL_DST, which fills a struct sockaddr_in.
 func originalDst4(fd int) (netip.AddrPort, error) {

@@ -64,8 +64,9 @@ type Term interface {
 //
 // Inbound (prerouting): TCP arriving at the pod goes to InboundPort unless its
 // destination port is excluded. The proxy's own listeners are always excluded: a
-// connection made to 15006 or 15001 directly then has no original destination,
-// and the proxy refuses it instead of forwarding it to itself.
+// connection made to 15006 or 15001 directly then stays untranslated,
+// OriginalDst reports ErrNotRedirected, and the proxy refuses it instead of
+// forwarding it to itself.
 //
 // Outbound (output): TCP the pod opens goes to OutboundPort unless the proxy's
 // user opened it (that is how the proxy's own forwarded connections escape
