@@ -170,6 +170,8 @@ func Verify(pod *corev1.Pod, cfg Config) error {
 		seen++
 		got := c.DeepCopy()
 		got.VolumeMounts = keepMounts(got.VolumeMounts, w.VolumeMounts)
+		defaultContainer(got)
+		defaultContainer(&w)
 		if !equality.Semantic.DeepEqual(*got, w) {
 			return fmt.Errorf("spec.initContainers[%s]: differs from what meshtls injection produces for this pod (image %q, proxy UID %d); remove the meshtls containers, volumes and meshtls.io/ annotations and let the webhook inject them", c.Name, cfg.ProxyImage, cfg.ProxyUID)
 		}
@@ -185,7 +187,10 @@ func Verify(pod *corev1.Pod, cfg Config) error {
 	}
 	for _, v := range pod.Spec.Volumes {
 		if w, ours := wantVolumes[v.Name]; ours {
-			if !equality.Semantic.DeepEqual(v, w) {
+			got := v.DeepCopy()
+			defaultVolume(got)
+			defaultVolume(&w)
+			if !equality.Semantic.DeepEqual(*got, w) {
 				return fmt.Errorf("spec.volumes[%s]: differs from what meshtls injection produces for this pod; remove it and let the webhook inject it", v.Name)
 			}
 			delete(wantVolumes, v.Name)
@@ -194,10 +199,101 @@ func Verify(pod *corev1.Pod, cfg Config) error {
 	if len(wantVolumes) > 0 {
 		return fmt.Errorf("spec.volumes: carries only part of meshtls injection; remove the meshtls containers, volumes and meshtls.io/ annotations and let the webhook inject them")
 	}
-	if !equality.Semantic.DeepEqual(pod.Spec.Containers, base.Spec.Containers) {
+	gotApps, wantApps := pod.DeepCopy().Spec.Containers, base.Spec.Containers
+	for i := range gotApps {
+		defaultContainer(&gotApps[i])
+	}
+	for i := range wantApps {
+		defaultContainer(&wantApps[i])
+	}
+	if !equality.Semantic.DeepEqual(gotApps, wantApps) {
 		return fmt.Errorf("spec.containers: the probes do not match the %s annotation; remove the meshtls containers, volumes and meshtls.io/ annotations and let the webhook inject them", AnnotationOriginalProbes)
 	}
 	return nil
+}
+
+// defaultContainer fills, where they are empty, the fields the API server defaults
+// when it decodes a pod (k8s.io/kubernetes/pkg/apis/core/v1 defaults), so that what
+// injection produced compares equal to what it became once stored or re-sent to the
+// webhook. Only defaults: a field someone set to another value still differs.
+func defaultContainer(c *corev1.Container) {
+	if c.TerminationMessagePath == "" {
+		c.TerminationMessagePath = corev1.TerminationMessagePathDefault
+	}
+	if c.TerminationMessagePolicy == "" {
+		c.TerminationMessagePolicy = corev1.TerminationMessageReadFile
+	}
+	if c.ImagePullPolicy == "" {
+		c.ImagePullPolicy = corev1.PullIfNotPresent
+		if tag := c.Image[strings.LastIndex(c.Image, "/")+1:]; !strings.Contains(tag, ":") || strings.HasSuffix(tag, ":latest") {
+			if !strings.Contains(c.Image, "@") {
+				c.ImagePullPolicy = corev1.PullAlways
+			}
+		}
+	}
+	for i := range c.Ports {
+		if c.Ports[i].Protocol == "" {
+			c.Ports[i].Protocol = corev1.ProtocolTCP
+		}
+	}
+	for i := range c.Env {
+		if f := c.Env[i].ValueFrom; f != nil && f.FieldRef != nil && f.FieldRef.APIVersion == "" {
+			f.FieldRef.APIVersion = "v1"
+		}
+	}
+	for _, p := range []*corev1.Probe{c.LivenessProbe, c.ReadinessProbe, c.StartupProbe} {
+		if p == nil {
+			continue
+		}
+		if p.TimeoutSeconds == 0 {
+			p.TimeoutSeconds = 1
+		}
+		if p.PeriodSeconds == 0 {
+			p.PeriodSeconds = 10
+		}
+		if p.SuccessThreshold == 0 {
+			p.SuccessThreshold = 1
+		}
+		if p.FailureThreshold == 0 {
+			p.FailureThreshold = 3
+		}
+		if p.HTTPGet != nil && p.HTTPGet.Scheme == "" {
+			p.HTTPGet.Scheme = corev1.URISchemeHTTP
+		}
+		if p.GRPC != nil && p.GRPC.Service == nil {
+			p.GRPC.Service = new(string)
+		}
+	}
+	if l := c.Resources.Limits; len(l) > 0 {
+		for name, q := range l {
+			if _, ok := c.Resources.Requests[name]; !ok {
+				if c.Resources.Requests == nil {
+					c.Resources.Requests = corev1.ResourceList{}
+				}
+				c.Resources.Requests[name] = q
+			}
+		}
+	}
+}
+
+// defaultVolume fills the API server's defaults of the volume kinds injection uses.
+func defaultVolume(v *corev1.Volume) {
+	mode := int32(corev1.SecretVolumeSourceDefaultMode)
+	switch {
+	case v.Secret != nil && v.Secret.DefaultMode == nil:
+		v.Secret.DefaultMode = &mode
+	case v.ConfigMap != nil && v.ConfigMap.DefaultMode == nil:
+		v.ConfigMap.DefaultMode = &mode
+	case v.Projected != nil:
+		if v.Projected.DefaultMode == nil {
+			v.Projected.DefaultMode = &mode
+		}
+		for _, s := range v.Projected.Sources {
+			if t := s.ServiceAccountToken; t != nil && t.ExpirationSeconds == nil {
+				t.ExpirationSeconds = ptr.To[int64](3600)
+			}
+		}
+	}
 }
 
 // keepMounts drops from got the mounts that are not in want, so that mounts added by

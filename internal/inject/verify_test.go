@@ -26,6 +26,17 @@ func TestVerify(t *testing.T) {
 		{"should accept a volume mount a later admission plugin added to the proxy", func(p *corev1.Pod) {
 			p.Spec.InitContainers[1].VolumeMounts = append(p.Spec.InitContainers[1].VolumeMounts, corev1.VolumeMount{Name: "kube-api-access", MountPath: "/var/run/secrets/kubernetes.io/serviceaccount"})
 		}, ""},
+		{"should accept the API server's defaults filled into what injection produced", func(p *corev1.Pod) {
+			for i := range p.Spec.InitContainers {
+				defaultContainer(&p.Spec.InitContainers[i])
+			}
+			for i := range p.Spec.Volumes {
+				defaultVolume(&p.Spec.Volumes[i])
+			}
+		}, ""},
+		{"should refuse a proxy container whose command overrides the image's entry point", func(p *corev1.Pod) {
+			p.Spec.InitContainers[1].Command = []string{"/bin/sh", "-c", "exec nc -l 15006"}
+		}, "differs"},
 		{"should refuse a proxy container with another image", func(p *corev1.Pod) {
 			p.Spec.InitContainers[1].Image = "evil/proxy:1"
 		}, "spec.initContainers[meshtls-proxy]: differs"},

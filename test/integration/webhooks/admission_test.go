@@ -147,7 +147,7 @@ func TestFloorAdmission(t *testing.T) {
 		Mode: v1alpha1.ModeStrict, MinimumMode: v1alpha1.ModeDisable, TrustDomain: "cluster.local",
 		IssuerRef: v1alpha1.IssuerReference{Name: "mesh-ca", Kind: "ClusterIssuer", Group: "cert-manager.io"}}}
 	mustCreate(t, mesh)
-	t.Cleanup(func() { _ = k8s.Delete(context.Background(), mesh) })
+	t.Cleanup(func() { deleteMesh(t) })
 
 	t.Run("raising minimumMode over weaker policies is admitted with a warning listing them", func(t *testing.T) {
 		warnings.take()
@@ -201,7 +201,9 @@ func TestRolloutAdmission(t *testing.T) {
 	mustCreate(t, rollout("shop", map[string]string{"team": "shop"}))
 
 	t.Run("a rollout overlapping an unfinished rollout is refused, naming it and the namespaces", func(t *testing.T) {
-		eventuallyRefused(t, rollout("all", nil), "spec.namespaceSelector", `MTLSRollout "shop"`, "shop-a, shop-b")
+		all := rollout("all", nil)
+		all.Spec.NamespaceSelector.MatchExpressions = []metav1.LabelSelectorRequirement{{Key: "team", Operator: metav1.LabelSelectorOpExists}}
+		eventuallyRefused(t, all, "spec.namespaceSelector", `MTLSRollout "shop"`, "shop-a, shop-b")
 	})
 	t.Run("a rollout of other namespaces is admitted", func(t *testing.T) {
 		mustCreate(t, rollout("bank", map[string]string{"team": "bank"}))

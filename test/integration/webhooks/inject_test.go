@@ -41,6 +41,7 @@ func TestInjection(t *testing.T) {
 	namespace(t, "plain", false)
 	namespace(t, "meshtls-system", true)
 
+	mustCreate(t, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: "inj", Name: "web"}})
 	app := pod("inj", "web", map[string]string{"app": "web"})
 	app.Spec.ServiceAccountName = "web"
 	app.Annotations = map[string]string{inject.AnnotationExcludeOutboundPorts: "5432"}
