@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"crypto/tls"
+	"io"
 	"net"
 	"testing"
 	"time"
@@ -42,6 +43,13 @@ func FuzzHandshakeInput(f *testing.F) {
 	f.Add(hello)
 	f.Add(hello[:len(hello)/2])
 	f.Add([]byte{0x16, 0x03, 0x01, 0x00, 0x05, 0x01, 0x00, 0x00, 0x01, 0x00})
+	cfg := strictTestConfig()
+	f.Fuzz(func(t *testing.T, b []byte) { runHSWith(t, cfg, b) })
+}
+
+// strictTestConfig is a server configuration that accepts only a client
+// certificate from a CA nobody has.
+func strictTestConfig() *tls.Config {
 	ca := testpki.MustCA("mesh")
 	server := ca.MustIssue(serverID)
 	td := spiffeid.RequireTrustDomainFromString("cluster.local")
@@ -54,9 +62,14 @@ func FuzzHandshakeInput(f *testing.F) {
 			return err
 		},
 	}
-	f.Fuzz(func(t *testing.T, b []byte) {
+	return cfg
+}
+
+func runHSWith(t *testing.T, cfg *tls.Config, b []byte) {
+	{
 		c, s := net.Pipe()
 		defer c.Close()
+		go func() { _, _ = io.Copy(io.Discard, c) }()
 		go func() {
 			_, _ = c.Write(b)
 			_ = c.Close()
@@ -70,5 +83,5 @@ func FuzzHandshakeInput(f *testing.F) {
 		if err := conn.Handshake(); err == nil {
 			t.Fatal("a handshake without a valid client certificate succeeded")
 		}
-	})
+	}
 }
