@@ -1,5 +1,7 @@
-// Package rollout holds the decisions of MTLSRollout: which rollouts may run together,
-// and (in later work) the step-by-step promotion state machine. Pure code only.
+// Package rollout holds the decisions of MTLSRollout: which rollouts may run together
+// (Conflicts, for admission), and the step-by-step promotion state machine (Step) that
+// moves namespaces to STRICT and back. Pure code only: the controller gathers an
+// Observation, calls Step, writes the status it returns and carries out its actions.
 package rollout
 
 import (
