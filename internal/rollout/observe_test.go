@@ -63,7 +63,9 @@ func TestPodFrom(t *testing.T) {
 			}),
 			"config=true sidecarMissing=false applied=true workload=false ns=STRICT cert=true() plaintext=00:00:00 rejected=0"},
 		{"should read a configuration the mesh decided as following an UNSET namespace",
-			base(func(p *v1alpha1.PodProxyConfig) { p.Spec.Decision = []v1alpha1.Decision{{Scope: v1alpha1.ScopeMesh, Mode: v1alpha1.ModePermissive}} }),
+			base(func(p *v1alpha1.PodProxyConfig) {
+				p.Spec.Decision = []v1alpha1.Decision{{Scope: v1alpha1.ScopeMesh, Mode: v1alpha1.ModePermissive}}
+			}),
 			"config=true sidecarMissing=false applied=true workload=false ns=UNSET cert=true() plaintext=00:00:00 rejected=0"},
 		{"should not count a certificate the operator does not report Ready, and say cert-manager's reason",
 			base(func(p *v1alpha1.PodProxyConfig) {

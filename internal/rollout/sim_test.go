@@ -309,7 +309,7 @@ func TestSimulation(t *testing.T) {
 
 		{"repeats an action lost when the operator stopped between recording and acting", func(s *sim) {
 			s.namespace("shop-a", v1alpha1.ModePermissive, 1)
-			s.dropActions = true // the promotion is lost
+			s.dropActions = true                                                                                 // the promotion is lost
 			s.at(2*time.Minute, func(s *sim) { s.pod("shop-a", "shop-a-0").rejected = 2; s.dropActions = true }) // and the rollback
 		}, v1alpha1.RolloutRolledBack},
 

@@ -61,9 +61,9 @@ func pod(name string, opts ...podOpt) Pod {
 
 var (
 	unapplied = func(p *Pod) { p.Applied = false }
-	noConfig   = func(p *Pod) { *p = Pod{Name: p.Name, NamespaceMode: unset} }
-	noSidecar  = func(p *Pod) { p.SidecarMissing, p.Applied = true, false }
-	workload   = func(p *Pod) { p.WorkloadDecides, p.NamespaceMode = true, unset }
+	noConfig  = func(p *Pod) { *p = Pod{Name: p.Name, NamespaceMode: unset} }
+	noSidecar = func(p *Pod) { p.SidecarMissing, p.Applied = true, false }
+	workload  = func(p *Pod) { p.WorkloadDecides, p.NamespaceMode = true, unset }
 )
 
 func follows(m v1alpha1.Mode) podOpt { return func(p *Pod) { p.NamespaceMode = m } }
@@ -139,19 +139,19 @@ func TestStep(t *testing.T) {
 			wantNS:   "a=Waiting",
 			messages: map[string]string{"a": "1 of 1 pods has no ready certificate: a-0 (the mesh has no issuer)"}},
 		{name: "should wait out the plaintext window, and ask to be woken when it closes",
-			obs:      Observation{Selected: []string{"a"}, Pods: map[string][]Pod{"a": pods(pod("a-0", plaintext(2*time.Minute, "10.0.0.7")), pod("a-1", plaintext(4*time.Minute, "")))}},
-			wantNS:   "a=Waiting", requeue: 8 * time.Minute,
+			obs:    Observation{Selected: []string{"a"}, Pods: map[string][]Pod{"a": pods(pod("a-0", plaintext(2*time.Minute, "10.0.0.7")), pod("a-1", plaintext(4*time.Minute, "")))}},
+			wantNS: "a=Waiting", requeue: 8 * time.Minute,
 			messages: map[string]string{"a": "plaintext seen 2m ago on pod a-0 from 10.0.0.7; promotion needs 10m without plaintext, 8m left"}},
 		{name: "should promote once the plaintext window has passed",
 			obs:    Observation{Selected: []string{"a"}, Pods: map[string][]Pod{"a": pods(pod("a-0", plaintext(10*time.Minute, "")))}},
 			wantNS: "a=Promoted(UNSET)", wantAct: "Promote a to STRICT"},
 		{name: "should say every reason at once",
-			obs:      Observation{Selected: []string{"a"}, Pods: map[string][]Pod{"a": pods(pod("a-0", unapplied), pod("a-1", noCert("")), pod("a-2", plaintext(time.Minute, "")))}},
-			wantNS:   "a=Waiting", requeue: 9 * time.Minute,
+			obs:    Observation{Selected: []string{"a"}, Pods: map[string][]Pod{"a": pods(pod("a-0", unapplied), pod("a-1", noCert("")), pod("a-2", plaintext(time.Minute, "")))}},
+			wantNS: "a=Waiting", requeue: 9 * time.Minute,
 			messages: map[string]string{"a": "1 of 3 pods has not applied its config: a-0; 1 of 3 pods has no ready certificate: a-1; plaintext seen 1m ago"}},
 		{name: "should stall when only recreating pods without a sidecar can move it on",
-			obs:      Observation{Selected: []string{"a"}, Pods: map[string][]Pod{"a": pods(pod("a-0", noSidecar), pod("a-1"))}},
-			wantNS:   "a=Waiting", phaseIs: v1alpha1.RolloutProgressing, stalled: v1alpha1.RolloutReasonPodsWithoutSidecar,
+			obs:    Observation{Selected: []string{"a"}, Pods: map[string][]Pod{"a": pods(pod("a-0", noSidecar), pod("a-1"))}},
+			wantNS: "a=Waiting", phaseIs: v1alpha1.RolloutProgressing, stalled: v1alpha1.RolloutReasonPodsWithoutSidecar,
 			messages: map[string]string{"a": "1 of 2 pods has no sidecar and cannot speak mTLS; recreate it: a-0"}},
 		{name: "should not stall on pods without a sidecar while another namespace can move",
 			obs:    Observation{Selected: []string{"a", "b"}, Pods: map[string][]Pod{"a": pods(pod("a-0", noSidecar)), "b": pods(pod("b-0", unapplied))}},
