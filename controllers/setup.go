@@ -8,6 +8,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 
 	"github.com/meshtls/meshtls-operator/api/v1alpha1"
+	"github.com/meshtls/meshtls-operator/internal/policy"
 )
 
 // Options tune the controllers.
@@ -54,8 +55,9 @@ func Setup(mgr ctrl.Manager, f *Feeder, opts Options) error {
 }
 
 // TrimPod is the cache transform of pods: the operator reads only their metadata
-// (name, namespace, UID, labels, owner), service account and container ports, so the
-// cache drops the rest. It keeps the manager's memory near 4 KiB per pod.
+// (name, namespace, UID, labels, owner, the inbound-exclusion annotation), service
+// account, host network, and container names and ports (policy.PodFrom), so the cache
+// drops the rest. It keeps the manager's memory near 4 KiB per pod.
 func TrimPod(obj any) (any, error) {
 	pod, ok := obj.(*corev1.Pod)
 	if !ok {
@@ -68,7 +70,11 @@ func TrimPod(obj any) (any, error) {
 	trimmed.Labels, trimmed.ResourceVersion, trimmed.Generation = pod.Labels, pod.ResourceVersion, pod.Generation
 	trimmed.CreationTimestamp, trimmed.DeletionTimestamp = pod.CreationTimestamp, pod.DeletionTimestamp
 	trimmed.OwnerReferences = pod.OwnerReferences
+	if v, ok := pod.Annotations[policy.AnnotationExcludeInboundPorts]; ok {
+		trimmed.Annotations = map[string]string{policy.AnnotationExcludeInboundPorts: v}
+	}
 	trimmed.Spec.ServiceAccountName = pod.Spec.ServiceAccountName
+	trimmed.Spec.HostNetwork = pod.Spec.HostNetwork
 	for _, list := range []struct {
 		from []corev1.Container
 		to   *[]corev1.Container
