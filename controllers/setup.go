@@ -51,6 +51,11 @@ func Setup(mgr ctrl.Manager, f *Feeder, opts Options) error {
 	if err != nil {
 		return fmt.Errorf("failed to set up the meshstatus controller: %w", err)
 	}
+
+	err = (&MTLSRolloutReconciler{Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Index: ix, Recorder: mgr.GetEventRecorder(RolloutFieldManager)}).SetupWithManager(mgr)
+	if err != nil {
+		return fmt.Errorf("failed to set up the mtlsrollout controller: %w", err)
+	}
 	return nil
 }
 
