@@ -4,13 +4,20 @@
 package manifests
 
 import (
+	"fmt"
 	"path/filepath"
+	"slices"
+	"strings"
 	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"sigs.k8s.io/kustomize/api/krusty"
 	"sigs.k8s.io/kustomize/api/resmap"
 	"sigs.k8s.io/kustomize/kyaml/filesys"
 
+	"github.com/meshtls/meshtls-operator/internal/inject"
 	"github.com/meshtls/meshtls-operator/internal/testenv"
 )
 
@@ -77,5 +84,74 @@ func TestDefaultDeployment(t *testing.T) {
 	deploy := find(t, m, "Deployment", "meshtls-operator")
 	if deploy["metadata"].(map[string]any)["namespace"] != "meshtls-system" {
 		t.Errorf("the Deployment is not in meshtls-system")
+	}
+}
+
+// TestPrometheus: the optional scrape configuration reaches what it should. The
+// ServiceMonitor selects the manager's metrics Service by its labels and port name,
+// that Service selects the manager's pods and their metrics port, and the PodMonitor
+// names the port the injector gives the proxy.
+func TestPrometheus(t *testing.T) {
+	m := build(t, "config/prometheus")
+	monitor := find(t, m, "ServiceMonitor", "meshtls-operator-metrics")
+	pods := find(t, m, "PodMonitor", "meshtls-proxies")
+	def := build(t, "config/default")
+	svc := find(t, def, "Service", "meshtls-operator-metrics")
+	deploy := find(t, def, "Deployment", "meshtls-operator")
+
+	svcLabels := svc["metadata"].(map[string]any)["labels"].(map[string]any)
+	for k, v := range monitor["spec"].(map[string]any)["selector"].(map[string]any)["matchLabels"].(map[string]any) {
+		if svcLabels[k] != v {
+			t.Errorf("the ServiceMonitor selects %s=%v, the metrics Service has %v", k, v, svcLabels)
+		}
+	}
+	endpoint := monitor["spec"].(map[string]any)["endpoints"].([]any)[0].(map[string]any)
+	svcPort := svc["spec"].(map[string]any)["ports"].([]any)[0].(map[string]any)
+	if endpoint["port"] != svcPort["name"] || endpoint["scheme"] != "https" {
+		t.Errorf("ServiceMonitor endpoint %v does not match Service port %v", endpoint, svcPort)
+	}
+	podLabels := deploy["spec"].(map[string]any)["template"].(map[string]any)["metadata"].(map[string]any)["labels"].(map[string]any)
+	for k, v := range svc["spec"].(map[string]any)["selector"].(map[string]any) {
+		if podLabels[k] != v {
+			t.Errorf("the metrics Service selects %s=%v, the manager's pods have %v", k, v, podLabels)
+		}
+	}
+	container := deploy["spec"].(map[string]any)["template"].(map[string]any)["spec"].(map[string]any)["containers"].([]any)[0].(map[string]any)
+	found := false
+	for _, p := range container["ports"].([]any) {
+		port := p.(map[string]any)
+		if port["name"] == svcPort["targetPort"] && fmt.Sprint(port["containerPort"]) == fmt.Sprint(svcPort["port"]) {
+			found = true
+		}
+	}
+	if !found || !strings.Contains(fmt.Sprint(container["args"]), "--metrics-bind-address=:8443") || !strings.Contains(fmt.Sprint(container["args"]), "--metrics-secure") {
+		t.Errorf("the metrics Service targets port %v, the manager serves %v with args %v", svcPort["targetPort"], container["ports"], container["args"])
+	}
+
+	// The proxies' port, as the injector names it.
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "p", Namespace: "shop"},
+		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "app"}}}}
+	if err := inject.Inject(pod, inject.DefaultConfig()); err != nil {
+		t.Fatalf("inject: %v", err)
+	}
+	endpointPort := pods["spec"].(map[string]any)["podMetricsEndpoints"].([]any)[0].(map[string]any)["port"]
+	named := false
+	for _, c := range slices.Concat(pod.Spec.InitContainers, pod.Spec.Containers) {
+		for _, p := range c.Ports {
+			if p.Name == endpointPort && p.ContainerPort == inject.MetricsPort {
+				named = true
+			}
+		}
+	}
+	if !named {
+		t.Errorf("the PodMonitor scrapes port %v, which the injected proxy does not name for %d", endpointPort, inject.MetricsPort)
+	}
+
+	// Commented out in config/default: installing the operator must not need the
+	// Prometheus Operator's CRDs.
+	for _, r := range def.Resources() {
+		if r.GetKind() == "ServiceMonitor" || r.GetKind() == "PodMonitor" {
+			t.Errorf("config/default installs a %s: it needs the Prometheus Operator, keep ../prometheus optional", r.GetKind())
+		}
 	}
 }
