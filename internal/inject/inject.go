@@ -520,6 +520,45 @@ func proxyContainer(pod *corev1.Pod, cfg Config) corev1.Container {
 	field := func(path string) *corev1.EnvVarSource {
 		return &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: path}}
 	}
+	env := []corev1.EnvVar{
+		{Name: "POD_NAME", ValueFrom: field("metadata.name")},
+		{Name: "POD_NAMESPACE", ValueFrom: field("metadata.namespace")},
+		{Name: "POD_UID", ValueFrom: field("metadata.uid")},
+		{Name: "SERVICE_ACCOUNT", ValueFrom: field("spec.serviceAccountName")},
+		{Name: "MESHTLS_CERT_DIR", Value: CertDir},
+		{Name: "MESHTLS_TRUST_DIR", Value: TrustDir},
+		{Name: "MESHTLS_TOKEN_FILE", Value: TokenDir + "/token"},
+	}
+	// The proxy runs the probes rewriteProbes moved to its health port, but cannot
+	// read its pod's annotations: it gets them in MESHTLS_ORIGINAL_PROBES, the
+	// annotation's JSON with named ports resolved to the container's port numbers
+	// (the proxy does not see the application's container ports).
+	var originals map[string]*corev1.Probe
+	if raw := pod.Annotations[AnnotationOriginalProbes]; raw != "" && json.Unmarshal([]byte(raw), &originals) == nil {
+		for key, p := range originals {
+			container, _, _ := strings.Cut(key, "/")
+			var port *intstr.IntOrString
+			switch {
+			case p.HTTPGet != nil:
+				port = &p.HTTPGet.Port
+			case p.TCPSocket != nil:
+				port = &p.TCPSocket.Port
+			}
+			if port == nil || port.Type != intstr.String {
+				continue
+			}
+			for _, c := range pod.Spec.Containers {
+				for _, cp := range c.Ports {
+					if c.Name == container && cp.Name == port.StrVal {
+						*port = intstr.FromInt32(cp.ContainerPort)
+					}
+				}
+			}
+		}
+		if b, err := json.Marshal(originals); err == nil {
+			env = append(env, corev1.EnvVar{Name: "MESHTLS_ORIGINAL_PROBES", Value: string(b)})
+		}
+	}
 	return corev1.Container{
 		Name:          ProxyContainer,
 		Image:         cfg.ProxyImage,
@@ -529,17 +568,9 @@ func proxyContainer(pod *corev1.Pod, cfg Config) corev1.Container {
 			{Name: "meshtls-metrics", ContainerPort: MetricsPort, Protocol: corev1.ProtocolTCP},
 			{Name: "meshtls-health", ContainerPort: HealthPort, Protocol: corev1.ProtocolTCP},
 		},
-		Env: []corev1.EnvVar{
-			{Name: "POD_NAME", ValueFrom: field("metadata.name")},
-			{Name: "POD_NAMESPACE", ValueFrom: field("metadata.namespace")},
-			{Name: "POD_UID", ValueFrom: field("metadata.uid")},
-			{Name: "SERVICE_ACCOUNT", ValueFrom: field("spec.serviceAccountName")},
-			{Name: "MESHTLS_CERT_DIR", Value: CertDir},
-			{Name: "MESHTLS_TRUST_DIR", Value: TrustDir},
-			{Name: "MESHTLS_TOKEN_FILE", Value: TokenDir + "/token"},
-		},
+		Env: env,
 		ReadinessProbe: &corev1.Probe{
-			ProbeHandler:     corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/healthz/ready", Port: intstr.FromInt32(HealthPort)}},
+			ProbeHandler:     corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/readyz", Port: intstr.FromInt32(HealthPort)}},
 			PeriodSeconds:    2,
 			FailureThreshold: 3,
 		},
@@ -572,8 +603,16 @@ func volumes(pod *corev1.Pod) []corev1.Volume {
 		{Name: TrustVolume, VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
 			LocalObjectReference: corev1.LocalObjectReference{Name: identity.TrustBundleConfigMapName}, Optional: ptr.To(true),
 		}}},
+		// The cluster CA (the kube-root-ca.crt ConfigMap every namespace has) beside the
+		// token: the proxy verifies the API server with it.
 		{Name: TokenVolume, VolumeSource: corev1.VolumeSource{Projected: &corev1.ProjectedVolumeSource{
-			Sources: []corev1.VolumeProjection{{ServiceAccountToken: &corev1.ServiceAccountTokenProjection{Path: "token", ExpirationSeconds: ptr.To[int64](3600)}}},
+			Sources: []corev1.VolumeProjection{
+				{ServiceAccountToken: &corev1.ServiceAccountTokenProjection{Path: "token", ExpirationSeconds: ptr.To[int64](3600)}},
+				{ConfigMap: &corev1.ConfigMapProjection{
+					LocalObjectReference: corev1.LocalObjectReference{Name: "kube-root-ca.crt"},
+					Items:                []corev1.KeyToPath{{Key: "ca.crt", Path: "ca.crt"}},
+				}},
+			},
 		}}},
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/meshtls/meshtls-operator/internal/capture"
+	"github.com/meshtls/meshtls-operator/internal/proxy"
 )
 
 func appPod() *corev1.Pod {
@@ -204,5 +205,53 @@ func TestCaptureContainer(t *testing.T) {
 				t.Errorf("container %s runs %s, want %s from the proxy image", c.Name, c.Image, CaptureContainer)
 			}
 		})
+	}
+}
+
+// TestProxyContainerContract checks what the proxy (internal/proxy, cmd/proxy)
+// relies on: its readiness path, the original probes with named ports resolved, and
+// the cluster CA beside the pod-bound token.
+func TestProxyContainerContract(t *testing.T) {
+	pod := appPod()
+	pod.Spec.Containers[0].Ports = []corev1.ContainerPort{{Name: "http", ContainerPort: 8080}}
+	pod.Spec.Containers[0].LivenessProbe.HTTPGet.Port = intstr.FromString("http")
+	if err := Inject(pod, DefaultConfig()); err != nil {
+		t.Fatal(err)
+	}
+	c := pod.Spec.InitContainers[1]
+	if p := c.ReadinessProbe.HTTPGet; p == nil || p.Path != "/readyz" || p.Port.IntValue() != HealthPort {
+		t.Errorf("the proxy serves /readyz on %d, the readiness probe is %+v", HealthPort, c.ReadinessProbe)
+	}
+	var env string
+	for _, e := range c.Env {
+		if e.Name == "MESHTLS_ORIGINAL_PROBES" {
+			env = e.Value
+		}
+	}
+	probes, err := proxy.ParseProbes(env)
+	if err != nil {
+		t.Fatalf("the proxy refuses MESHTLS_ORIGINAL_PROBES %q: %v", env, err)
+	}
+	if p := probes["app/liveness"]; p.HTTPGet == nil || p.HTTPGet.Port.IntValue() != 8080 || p.HTTPGet.Path != "/live" {
+		t.Errorf("want the liveness probe with its named port resolved to 8080, got %s", env)
+	}
+	if p := probes["app/readiness"]; p.TCPSocket == nil || p.TCPSocket.Port.IntValue() != 8080 {
+		t.Errorf("want the TCP readiness probe, got %s", env)
+	}
+	if _, ok := probes["app/startup"]; ok {
+		t.Error("an exec probe is not the proxy's to run")
+	}
+	var ca bool
+	for _, v := range pod.Spec.Volumes {
+		if v.Name == TokenVolume {
+			for _, s := range v.Projected.Sources {
+				if s.ConfigMap != nil && s.ConfigMap.Name == "kube-root-ca.crt" && len(s.ConfigMap.Items) == 1 && s.ConfigMap.Items[0].Path == "ca.crt" {
+					ca = true
+				}
+			}
+		}
+	}
+	if !ca {
+		t.Error("the token volume must carry the cluster CA as ca.crt (the kube-root-ca.crt ConfigMap)")
 	}
 }

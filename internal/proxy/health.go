@@ -1,0 +1,178 @@
+package proxy
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"k8s.io/apimachinery/pkg/util/intstr"
+)
+
+// Health serves the proxy's health port (15021):
+//
+//	/healthz                         the process is alive
+//	/readyz                          a configuration is applied and, where a port is STRICT, the certificate is usable
+//	/app-health/<container>/<kind>   the application's original probe, run against it on localhost
+//
+// Injection rewrites the application's HTTP and TCP probes to the last form, so that
+// the kubelet's probes work even when the application's ports are STRICT (the
+// kubelet has no mesh certificate).
+type Health struct {
+	Proxy *Proxy
+	// Probes are the application's original probes, keyed "<container>/<kind>".
+	Probes map[string]AppProbe
+	// Host is where the application listens (127.0.0.1).
+	Host string
+}
+
+// AppProbe is the part of a Kubernetes probe the proxy runs: the handler and its
+// timeout. The kubelet keeps the period, thresholds and initial delay on the
+// rewritten probe.
+type AppProbe struct {
+	HTTPGet *struct {
+		Path        string             `json:"path,omitempty"`
+		Port        intstr.IntOrString `json:"port"`
+		Host        string             `json:"host,omitempty"`
+		Scheme      string             `json:"scheme,omitempty"`
+		HTTPHeaders []struct {
+			Name  string `json:"name"`
+			Value string `json:"value"`
+		} `json:"httpHeaders,omitempty"`
+	} `json:"httpGet,omitempty"`
+	TCPSocket *struct {
+		Port intstr.IntOrString `json:"port"`
+		Host string             `json:"host,omitempty"`
+	} `json:"tcpSocket,omitempty"`
+	TimeoutSeconds int32 `json:"timeoutSeconds,omitempty"`
+}
+
+// ParseProbes parses the original probes as injection passes them
+// (MESHTLS_ORIGINAL_PROBES: the JSON of the meshtls.io/original-probes annotation,
+// named ports resolved to numbers).
+func ParseProbes(s string) (map[string]AppProbe, error) {
+	out := map[string]AppProbe{}
+	if strings.TrimSpace(s) == "" {
+		return out, nil
+	}
+	if err := json.Unmarshal([]byte(s), &out); err != nil {
+		return nil, fmt.Errorf("the original probes are not the JSON injection writes: %w", err)
+	}
+	for key, p := range out {
+		var port intstr.IntOrString
+		switch {
+		case p.HTTPGet != nil:
+			port = p.HTTPGet.Port
+		case p.TCPSocket != nil:
+			port = p.TCPSocket.Port
+		default:
+			return nil, fmt.Errorf("original probe %s: neither httpGet nor tcpSocket", key)
+		}
+		if port.Type != intstr.Int || port.IntVal < 1 || port.IntVal > 65535 {
+			return nil, fmt.Errorf("original probe %s: port %s is not a port number (named ports must be resolved by injection)", key, port.String())
+		}
+	}
+	return out, nil
+}
+
+// ServeHTTP implements http.Handler.
+func (h *Health) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	switch {
+	case r.URL.Path == "/healthz":
+		_, _ = io.WriteString(w, "ok\n")
+	case r.URL.Path == "/readyz":
+		if ok, why := h.Proxy.Ready(); !ok {
+			http.Error(w, "not ready: "+why, http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = io.WriteString(w, "ok\n")
+	case strings.HasPrefix(r.URL.Path, "/app-health/"):
+		key := strings.TrimPrefix(r.URL.Path, "/app-health/")
+		p, ok := h.Probes[key]
+		if !ok {
+			http.Error(w, "no original probe "+key, http.StatusNotFound)
+			return
+		}
+		if err := h.run(r.Context(), p); err != nil {
+			http.Error(w, "probe "+key+" failed: "+err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = io.WriteString(w, "ok\n")
+	default:
+		http.NotFound(w, r)
+	}
+}
+
+// run runs a probe as the kubelet would: TCP connects; HTTP GETs and succeeds on a
+// status from 200 to 399 (redirects are not followed: a 3xx is success, as for the
+// kubelet's redirects to another host); HTTPS does not verify the certificate.
+func (h *Health) run(ctx context.Context, p AppProbe) error {
+	timeout := time.Duration(max(p.TimeoutSeconds, 1)) * time.Second
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	host := h.Host
+	if host == "" {
+		host = "127.0.0.1"
+	}
+	if p.TCPSocket != nil {
+		if p.TCPSocket.Host != "" {
+			host = p.TCPSocket.Host
+		}
+		var d net.Dialer
+		c, err := d.DialContext(ctx, "tcp", net.JoinHostPort(host, strconv.Itoa(p.TCPSocket.Port.IntValue())))
+		if err != nil {
+			return err
+		}
+		return c.Close()
+	}
+	g := p.HTTPGet
+	if g.Host != "" {
+		host = g.Host
+	}
+	scheme := "http"
+	if strings.EqualFold(g.Scheme, "HTTPS") {
+		scheme = "https"
+	}
+	path := g.Path
+	if !strings.HasPrefix(path, "/") {
+		path = "/" + path
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, scheme+"://"+net.JoinHostPort(host, strconv.Itoa(g.Port.IntValue()))+path, nil)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("User-Agent", "kube-probe/meshtls")
+	req.Header.Set("Accept", "*/*")
+	for _, hd := range g.HTTPHeaders {
+		if strings.EqualFold(hd.Name, "Host") {
+			req.Host = hd.Value
+			continue
+		}
+		req.Header.Add(hd.Name, hd.Value)
+	}
+	resp, err := probeClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 10<<10))
+	if resp.StatusCode < 200 || resp.StatusCode >= 400 {
+		return fmt.Errorf("HTTP %d", resp.StatusCode)
+	}
+	return nil
+}
+
+var probeClient = &http.Client{
+	Transport: &http.Transport{
+		TLSClientConfig:   &tls.Config{InsecureSkipVerify: true}, //nolint:gosec // as the kubelet's probes
+		DisableKeepAlives: true,
+		Proxy:             nil,
+	},
+	CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+}

@@ -1,0 +1,308 @@
+// Package kube connects the proxy to the API server with the pod's own bound
+// service-account token: it follows the pod's PodProxyConfig (one object, by name)
+// and writes that object's status. It speaks the API's JSON directly over
+// client-go's authenticated transport rather than through a typed client or an
+// informer: one object needs neither a cache nor a scheme, and the sidecar's memory
+// is a feature.
+package kube
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/meshtls/meshtls-operator/api/v1alpha1"
+)
+
+// FieldManager is the proxy's field manager for its status writes.
+const FieldManager = "meshtls-proxy"
+
+// RESTConfig returns the API server connection: from kubeconfig when set (tests,
+// running outside a pod), else in-cluster from KUBERNETES_SERVICE_HOST/PORT, the
+// token file (the pod-bound token projected by injection, which the kubelet
+// rotates; client-go re-reads it) and the cluster CA next to it (ca.crt, projected
+// from the kube-root-ca.crt ConfigMap into the same volume).
+func RESTConfig(kubeconfig, tokenFile string) (*rest.Config, error) {
+	if kubeconfig != "" {
+		cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
+		if err != nil {
+			return nil, fmt.Errorf("failed to load --kubeconfig %s: %w", kubeconfig, err)
+		}
+		return cfg, nil
+	}
+	host, port := os.Getenv("KUBERNETES_SERVICE_HOST"), os.Getenv("KUBERNETES_SERVICE_PORT")
+	if host == "" || port == "" {
+		return nil, errors.New("not in a cluster (KUBERNETES_SERVICE_HOST/PORT unset) and no --kubeconfig")
+	}
+	if tokenFile == "" {
+		return nil, errors.New("no token file: set MESHTLS_TOKEN_FILE (injection does) or --token-file")
+	}
+	if _, err := os.Stat(tokenFile); err != nil {
+		return nil, fmt.Errorf("the token file: %w", err)
+	}
+	caFile := filepath.Join(filepath.Dir(tokenFile), "ca.crt")
+	if _, err := os.Stat(caFile); err != nil {
+		// Pods injected before the CA was projected with the token: the default
+		// service-account mount, when there is one.
+		caFile = "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt"
+	}
+	return &rest.Config{
+		Host:            "https://" + joinHostPort(host, port),
+		BearerTokenFile: tokenFile,
+		TLSClientConfig: rest.TLSClientConfig{CAFile: caFile},
+	}, nil
+}
+
+func joinHostPort(host, port string) string {
+	if bytes.ContainsRune([]byte(host), ':') {
+		return "[" + host + "]:" + port
+	}
+	return host + ":" + port
+}
+
+// Client reads and watches one PodProxyConfig and writes its status.
+type Client struct {
+	http      *http.Client
+	base      string // .../namespaces/<ns>/podproxyconfigs
+	Namespace string
+	Name      string
+	Log       *slog.Logger
+}
+
+// NewClient makes a client for the PodProxyConfig namespace/name.
+func NewClient(cfg *rest.Config, namespace, name string, log *slog.Logger) (*Client, error) {
+	if namespace == "" || name == "" {
+		return nil, errors.New("the pod's namespace and name are needed (POD_NAMESPACE and POD_NAME, which injection sets)")
+	}
+	cfg = rest.CopyConfig(cfg)
+	if cfg.UserAgent == "" {
+		cfg.UserAgent = "meshtls-proxy"
+	}
+	hc, err := rest.HTTPClientFor(cfg)
+	if err != nil {
+		return nil, err
+	}
+	host, err := url.Parse(cfg.Host)
+	if err != nil {
+		return nil, fmt.Errorf("API server address %q: %w", cfg.Host, err)
+	}
+	if host.Scheme == "" {
+		host.Scheme = "https"
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	base := host.JoinPath(cfg.APIPath, "apis", v1alpha1.GroupVersion.Group, v1alpha1.GroupVersion.Version, "namespaces", namespace, "podproxyconfigs")
+	return &Client{http: hc, base: base.String(), Namespace: namespace, Name: name, Log: log}, nil
+}
+
+// apiError is a non-2xx answer, with the API's Status when it sent one.
+type apiError struct {
+	Code    int
+	Message string
+}
+
+func (e *apiError) Error() string {
+	return fmt.Sprintf("API server answered %d: %s", e.Code, e.Message)
+}
+
+func statusCode(err error) int {
+	var ae *apiError
+	if errors.As(err, &ae) {
+		return ae.Code
+	}
+	return 0
+}
+
+func (c *Client) do(ctx context.Context, method, u, contentType string, body []byte) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, method, u, bytes.NewReader(body))
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Accept", "application/json")
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode/100 != 2 {
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+		var st metav1.Status
+		msg := string(b)
+		if json.Unmarshal(b, &st) == nil && st.Message != "" {
+			msg = st.Message
+		}
+		return nil, &apiError{Code: resp.StatusCode, Message: msg}
+	}
+	return resp, nil
+}
+
+func (c *Client) selector() string {
+	return "fieldSelector=" + url.QueryEscape("metadata.name="+c.Name)
+}
+
+// list returns the object (nil when absent) and the list's resourceVersion.
+func (c *Client) list(ctx context.Context) (*v1alpha1.PodProxyConfig, string, error) {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	resp, err := c.do(ctx, http.MethodGet, c.base+"?"+c.selector(), "", nil)
+	if err != nil {
+		return nil, "", err
+	}
+	defer resp.Body.Close()
+	var list v1alpha1.PodProxyConfigList
+	if err := json.NewDecoder(resp.Body).Decode(&list); err != nil {
+		return nil, "", fmt.Errorf("failed to decode the PodProxyConfig list: %w", err)
+	}
+	for i := range list.Items {
+		if list.Items[i].Name == c.Name {
+			return &list.Items[i], list.ResourceVersion, nil
+		}
+	}
+	return nil, list.ResourceVersion, nil
+}
+
+type watchEvent struct {
+	Type   string          `json:"type"`
+	Object json.RawMessage `json:"object"`
+}
+
+var errExpired = errors.New("resourceVersion expired")
+
+// watch streams changes from rv until the server ends the watch, calling seen
+// for each version of the object (nil: deleted). It returns the last
+// resourceVersion it saw.
+func (c *Client) watch(ctx context.Context, rv string, seen func(*v1alpha1.PodProxyConfig)) (string, error) {
+	timeout := 300 + rand.IntN(300) // spread re-watches of many proxies
+	u := c.base + "?" + c.selector() + "&watch=true&allowWatchBookmarks=true&timeoutSeconds=" + strconv.Itoa(timeout) + "&resourceVersion=" + url.QueryEscape(rv)
+	resp, err := c.do(ctx, http.MethodGet, u, "", nil)
+	if err != nil {
+		if statusCode(err) == http.StatusGone {
+			return rv, errExpired
+		}
+		return rv, err
+	}
+	defer resp.Body.Close()
+	dec := json.NewDecoder(resp.Body)
+	for {
+		var ev watchEvent
+		if err := dec.Decode(&ev); err != nil {
+			if errors.Is(err, io.EOF) || ctx.Err() != nil {
+				return rv, nil
+			}
+			return rv, fmt.Errorf("watch stream: %w", err)
+		}
+		switch ev.Type {
+		case "ERROR":
+			var st metav1.Status
+			_ = json.Unmarshal(ev.Object, &st)
+			if st.Code == http.StatusGone {
+				return rv, errExpired
+			}
+			return rv, &apiError{Code: int(st.Code), Message: st.Message}
+		case "BOOKMARK":
+			var meta struct {
+				Metadata metav1.ObjectMeta `json:"metadata"`
+			}
+			if json.Unmarshal(ev.Object, &meta) == nil && meta.Metadata.ResourceVersion != "" {
+				rv = meta.Metadata.ResourceVersion
+			}
+		case "ADDED", "MODIFIED", "DELETED":
+			obj := &v1alpha1.PodProxyConfig{}
+			if err := json.Unmarshal(ev.Object, obj); err != nil {
+				return rv, fmt.Errorf("failed to decode a PodProxyConfig event: %w", err)
+			}
+			rv = obj.ResourceVersion
+			if ev.Type == "DELETED" {
+				seen(nil)
+			} else {
+				seen(obj)
+			}
+		}
+	}
+}
+
+// Follow keeps seen up to date with the PodProxyConfig until ctx ends: a list, then
+// a watch from the list's resourceVersion, re-watched when the server ends it and
+// re-listed when the version expired. Failures back off exponentially with jitter
+// up to 30s. seen(nil) means the object does not exist (or was deleted).
+func (c *Client) Follow(ctx context.Context, seen func(*v1alpha1.PodProxyConfig)) {
+	backoff := time.Duration(0)
+	fail := func(what string, err error) {
+		backoff = min(max(2*backoff, 200*time.Millisecond), 30*time.Second)
+		wait := backoff/2 + rand.N(backoff/2+1)
+		c.Log.Warn(what+" failed; retrying", "podproxyconfig", c.Namespace+"/"+c.Name, "in", wait.Round(time.Millisecond), "err", err)
+		select {
+		case <-ctx.Done():
+		case <-time.After(wait):
+		}
+	}
+	for ctx.Err() == nil {
+		obj, rv, err := c.list(ctx)
+		if err != nil {
+			if ctx.Err() == nil {
+				fail("listing the PodProxyConfig", err)
+			}
+			continue
+		}
+		seen(obj)
+		for ctx.Err() == nil {
+			started := time.Now()
+			rv, err = c.watch(ctx, rv, seen)
+			if errors.Is(err, errExpired) {
+				break
+			}
+			if err != nil {
+				if ctx.Err() == nil {
+					fail("watching the PodProxyConfig", err)
+				}
+				continue
+			}
+			// A watch that lasted is a success; one the server closed at once is not.
+			if time.Since(started) > 10*time.Second {
+				backoff = 0
+			} else if ctx.Err() == nil {
+				fail("watching the PodProxyConfig", errors.New("the watch ended at once"))
+			}
+		}
+		if err == nil {
+			backoff = 0
+		}
+	}
+}
+
+// PatchStatus writes the status subresource with a JSON merge patch as field
+// manager meshtls-proxy. Only the pod's own proxy may (the guard checks the token's
+// pod name); the operator never writes PodProxyConfig status.
+func (c *Client) PatchStatus(ctx context.Context, status *v1alpha1.PodProxyConfigStatus) error {
+	body, err := json.Marshal(map[string]any{"status": status})
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	resp, err := c.do(ctx, http.MethodPatch, c.base+"/"+url.PathEscape(c.Name)+"/status?fieldManager="+FieldManager, "application/merge-patch+json", body)
+	if err != nil {
+		return fmt.Errorf("failed to write the status of PodProxyConfig %s/%s: %w", c.Namespace, c.Name, err)
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	return resp.Body.Close()
+}

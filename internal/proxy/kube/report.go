@@ -1,0 +1,268 @@
+package kube
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+	"time"
+
+	apiequality "k8s.io/apimachinery/pkg/api/equality"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/meshtls/meshtls-operator/api/v1alpha1"
+	"github.com/meshtls/meshtls-operator/internal/proxy"
+)
+
+// Condition reasons the proxy writes.
+const (
+	// ReasonApplied: the proxy enforces spec.configHash.
+	ReasonApplied = "Applied"
+	// ReasonRejected: the proxy cannot enforce the spec (the message says why) and
+	// keeps what it enforced before; with nothing before, every port is STRICT.
+	ReasonRejected = "Rejected"
+	// ReasonCertificateLoaded: a valid certificate for the pod's identity is loaded.
+	// Other CertificateReady reasons come from the proxy: NoCertificate,
+	// NoTrustBundle, NoTrustDomain, InvalidCertificate, Expired.
+	ReasonCertificateLoaded = "Loaded"
+)
+
+// Observation is what the proxy enforces and counts now: the input of the status.
+type Observation struct {
+	Applied     proxy.Applied
+	Certificate proxy.CertificateVerdict
+	Counts      v1alpha1.ConnectionCounts
+	// LastPlaintext is zero when no plaintext connection was accepted.
+	LastPlaintext time.Time
+	// Generation is the metadata.generation of the PodProxyConfig last seen.
+	Generation int64
+}
+
+// Desired is the status the proxy would write now, given the status last written
+// (whose condition transition times are kept when a condition did not change).
+func Desired(written *v1alpha1.PodProxyConfigStatus, o Observation, now time.Time) *v1alpha1.PodProxyConfigStatus {
+	st := &v1alpha1.PodProxyConfigStatus{}
+	if written != nil {
+		st.Conditions = append([]metav1.Condition(nil), written.Conditions...)
+	}
+	applied := metav1.Condition{Type: v1alpha1.ConditionApplied, Status: metav1.ConditionFalse, ObservedGeneration: o.Generation}
+	switch {
+	case o.Applied.Rejected != "":
+		applied.Reason, applied.Message = ReasonRejected, "not applying configHash "+o.Applied.RejectedHash+": "+o.Applied.Rejected
+		if o.Applied.Config != nil {
+			applied.Message += "; still enforcing " + o.Applied.Config.Hash
+		} else {
+			applied.Message += "; every port is STRICT meanwhile"
+		}
+	case o.Applied.Config != nil:
+		applied.Status, applied.Reason = metav1.ConditionTrue, ReasonApplied
+		applied.Message = "enforcing inbound " + o.Applied.Config.String()
+	default:
+		applied.Reason, applied.Message = ReasonRejected, "no PodProxyConfig applied yet; every port is STRICT meanwhile"
+	}
+	if o.Applied.Config != nil {
+		st.AppliedHash = o.Applied.Config.Hash
+	}
+	cert := metav1.Condition{Type: v1alpha1.ConditionCertificateReady, Status: metav1.ConditionFalse, ObservedGeneration: o.Generation,
+		Reason: o.Certificate.Reason, Message: o.Certificate.Message}
+	if o.Certificate.Ready {
+		cert.Status = metav1.ConditionTrue
+	}
+	if cert.Reason == "" {
+		cert.Reason = "Unknown"
+	}
+	for _, c := range []metav1.Condition{applied, cert} {
+		c.LastTransitionTime = metav1.NewTime(now.Truncate(time.Second))
+		meta.SetStatusCondition(&st.Conditions, c)
+	}
+	counts := o.Counts
+	st.Connections = &counts
+	if !o.LastPlaintext.IsZero() {
+		t := metav1.NewTime(o.LastPlaintext.Truncate(time.Second))
+		st.LastPlaintextTime = &t
+	}
+	return st
+}
+
+// Decide is the write discipline: a new applied hash or a changed condition is
+// written at once; changed counters or lastPlaintextTime at most once per interval
+// (since the last write that carried counters); nothing when nothing changed. It
+// returns whether to write now, and otherwise how long until counters may be
+// written (0: nothing pending). It is pure.
+func Decide(written, desired *v1alpha1.PodProxyConfigStatus, lastWrite, now time.Time, interval time.Duration) (bool, time.Duration) {
+	if written == nil {
+		return true, 0
+	}
+	if written.AppliedHash != desired.AppliedHash || !sameConditions(written.Conditions, desired.Conditions) {
+		return true, 0
+	}
+	if apiequality.Semantic.DeepEqual(written.Connections, desired.Connections) &&
+		timesEqual(written.LastPlaintextTime, desired.LastPlaintextTime) {
+		return false, 0
+	}
+	if due := lastWrite.Add(interval); now.Before(due) {
+		return false, due.Sub(now)
+	}
+	return true, 0
+}
+
+func sameConditions(a, b []metav1.Condition) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for _, x := range a {
+		y := meta.FindStatusCondition(b, x.Type)
+		if y == nil || x.Status != y.Status || x.Reason != y.Reason || x.Message != y.Message || x.ObservedGeneration != y.ObservedGeneration {
+			return false
+		}
+	}
+	return true
+}
+
+func timesEqual(a, b *metav1.Time) bool {
+	if a == nil || b == nil {
+		return a == nil && b == nil
+	}
+	return a.Unix() == b.Unix()
+}
+
+// StatusWriter writes a PodProxyConfig's status (Client does, over the API).
+type StatusWriter interface {
+	PatchStatus(ctx context.Context, status *v1alpha1.PodProxyConfigStatus) error
+}
+
+// Reporter writes the proxy's PodProxyConfig status by Decide's discipline.
+type Reporter struct {
+	Writer   StatusWriter
+	Proxy    *proxy.Proxy
+	Interval time.Duration // counters: at most once per Interval (one minute)
+	Log      *slog.Logger
+	// Writes counts status writes (the benchmark's API writes per proxy per hour).
+	Writes func()
+
+	mu         sync.Mutex
+	uid        types.UID
+	generation int64
+	written    *v1alpha1.PodProxyConfigStatus // nil until the object was seen
+	lastWrite  time.Time
+	seen       chan struct{}
+}
+
+// Observe tells the reporter about the PodProxyConfig as the watch saw it. The
+// first time (and when the object was re-created) its status becomes the baseline,
+// so that a restarted proxy does not rewrite an unchanged status.
+func (r *Reporter) Observe(obj *v1alpha1.PodProxyConfig) {
+	if obj == nil {
+		return
+	}
+	r.mu.Lock()
+	if r.seen == nil {
+		r.seen = make(chan struct{}, 1)
+	}
+	r.generation = obj.Generation
+	if obj.UID != r.uid {
+		r.uid = obj.UID
+		st := obj.Status.DeepCopy()
+		r.written = st
+	}
+	r.mu.Unlock()
+	select {
+	case r.seen <- struct{}{}:
+	default:
+	}
+}
+
+func (r *Reporter) observation() Observation {
+	c := r.Proxy.Counters()
+	o := Observation{
+		Applied:     r.Proxy.Applied(),
+		Certificate: r.Proxy.Certificate(),
+		Counts: v1alpha1.ConnectionCounts{
+			MTLS: c.MTLS.Load(), Plaintext: c.Plaintext.Load(),
+			RejectedPlaintext: c.RejectedPlaintext.Load(), HandshakeFailures: c.HandshakeFailures.Load(),
+		},
+		Generation: r.generation,
+	}
+	if ns := c.LastPlaintext.Load(); ns != 0 {
+		o.LastPlaintext = time.Unix(0, ns)
+	}
+	return o
+}
+
+// Run writes the status until ctx ends, then writes changed counters one last time.
+func (r *Reporter) Run(ctx context.Context) {
+	if r.Interval <= 0 {
+		r.Interval = time.Minute
+	}
+	if r.Log == nil {
+		r.Log = slog.New(slog.DiscardHandler)
+	}
+	r.mu.Lock()
+	if r.seen == nil {
+		r.seen = make(chan struct{}, 1)
+	}
+	seen := r.seen
+	r.mu.Unlock()
+	var backoff time.Duration
+	for {
+		wait := r.Interval
+		if pending, err := r.step(ctx, false); err != nil {
+			backoff = min(max(2*backoff, time.Second), 30*time.Second)
+			wait = backoff
+			r.Log.Warn("status write failed; retrying", "in", backoff, "err", err)
+		} else {
+			backoff = 0
+			if pending > 0 {
+				wait = pending
+			}
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			flush, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			_, _ = r.step(flush, true)
+			cancel()
+			return
+		case <-r.Proxy.Changed():
+		case <-seen:
+		case <-t.C:
+		}
+		t.Stop()
+	}
+}
+
+// step writes the status when Decide says so (or, when final, whenever anything
+// changed). It returns how long until pending counters may be written.
+func (r *Reporter) step(ctx context.Context, final bool) (time.Duration, error) {
+	r.mu.Lock()
+	written, lastWrite := r.written, r.lastWrite
+	uid := r.uid
+	obs := r.observation()
+	r.mu.Unlock()
+	if uid == "" {
+		return 0, nil // the object was not seen yet: nothing to write to
+	}
+	now := time.Now()
+	want := Desired(written, obs, now)
+	write, pending := Decide(written, want, lastWrite, now, r.Interval)
+	if final && pending > 0 {
+		write = true
+	}
+	if !write {
+		return pending, nil
+	}
+	if err := r.Writer.PatchStatus(ctx, want); err != nil {
+		return 0, err
+	}
+	if r.Writes != nil {
+		r.Writes()
+	}
+	r.mu.Lock()
+	if r.uid == uid {
+		r.written, r.lastWrite = want, now
+	}
+	r.mu.Unlock()
+	return 0, nil
+}
