@@ -23,6 +23,9 @@ type MeshStatusReconciler struct {
 	// Reader reads the live object when a status write meets a conflict.
 	Reader client.Reader
 	Index  *policy.Index
+	// Identity gathers IssuerReady, TrustBundleReady and the certificate counts; nil
+	// leaves them out.
+	Identity *Identity
 }
 
 // Reconcile reconciles the mesh status.
@@ -37,11 +40,27 @@ func (r *MeshStatusReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (c
 	mesh := &v1alpha1.MeshMTLSPolicy{}
 	if err := r.Client.Get(ctx, client.ObjectKey{Name: v1alpha1.MeshMTLSPolicyName}, mesh); err != nil {
 		if apierrors.IsNotFound(err) {
+			if r.Identity != nil {
+				r.Identity.status.clearMetrics()
+			}
 			return ctrl.Result{}, nil
 		}
 		return ctrl.Result{}, fmt.Errorf("failed to get MeshMTLSPolicy default: %w", err)
 	}
-	return ctrl.Result{}, writeStatus(ctx, r.Client, r.Reader, nil, mesh, &mesh.Status,
-		func() v1alpha1.MeshMTLSPolicyStatus { return meshStatus(mesh, counts) },
+	var ident identityObservation
+	if r.Identity != nil {
+		var err error
+		if ident, err = r.Identity.status.observe(ctx, mesh); err != nil {
+			return ctrl.Result{}, err
+		}
+	}
+	return ctrl.Result{RequeueAfter: ident.recheck}, writeStatus(ctx, r.Client, r.Reader, nil, mesh, &mesh.Status,
+		func() v1alpha1.MeshMTLSPolicyStatus {
+			s := meshStatus(mesh, counts)
+			if r.Identity != nil {
+				setIdentityStatus(&s, mesh.Generation, ident)
+			}
+			return s
+		},
 		func(s *v1alpha1.MeshMTLSPolicyStatus) []metav1.Condition { return s.Conditions })
 }

@@ -91,6 +91,12 @@ func (r *PodProxyConfigReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 	}
 	r.markForeign(req, result.Pod.UID, false)
 	want := policy.ProxyConfigSpec(result)
+	if want.CertificateSecretName != "" {
+		// After the hash: whether the certificate is issued is an observation.
+		if want.Certificate, err = certificateState(ctx, r.Client, req.Namespace, &want); err != nil {
+			return ctrl.Result{}, err
+		}
+	}
 	if current != nil && current.Spec.PodUID != want.PodUID {
 		// A pod of the same name with a new UID (a StatefulSet pod recreated): the old
 		// object belongs to the old pod.

@@ -3,6 +3,7 @@ package controllers
 import (
 	"fmt"
 
+	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
 	corev1 "k8s.io/api/core/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
@@ -15,6 +16,8 @@ import (
 type Options struct {
 	// MaxConcurrentReconciles is the number of PodProxyConfig workers.
 	MaxConcurrentReconciles int
+	// OperatorNamespace holds the ConfigMap that MeshMTLSPolicy spec.trustBundle names.
+	OperatorNamespace string
 }
 
 // Setup registers the controllers with the manager. They run on the leader only,
@@ -25,10 +28,16 @@ func Setup(mgr ctrl.Manager, f *Feeder, opts Options) error {
 	}
 	ix := f.index
 
-	err := ctrl.NewControllerManagedBy(mgr).
+	ident, err := SetupIdentity(mgr, IdentityOptions{OperatorNamespace: opts.OperatorNamespace, MeshChanged: func() { f.mesh.notify(meshKey) }})
+	if err != nil {
+		return err
+	}
+
+	err = ctrl.NewControllerManagedBy(mgr).
 		Named("podproxyconfig").
 		WatchesRawSource(f.pods).
 		Watches(&v1alpha1.PodProxyConfig{}, proxyConfigHandler()).
+		Watches(&cmapi.Certificate{}, CertificateToProxyConfigs(mgr.GetClient())). // spec.certificate
 		WithOptions(controller.Options{MaxConcurrentReconciles: opts.MaxConcurrentReconciles}).
 		Complete(&PodProxyConfigReconciler{Client: mgr.GetClient(), Index: ix, Recorder: mgr.GetEventRecorder("meshtls-operator"), Status: f.status})
 	if err != nil {
@@ -47,7 +56,7 @@ func Setup(mgr ctrl.Manager, f *Feeder, opts Options) error {
 	err = ctrl.NewControllerManagedBy(mgr).
 		Named("meshstatus").
 		WatchesRawSource(f.mesh).
-		Complete(&MeshStatusReconciler{Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Index: ix})
+		Complete(&MeshStatusReconciler{Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Index: ix, Identity: ident})
 	if err != nil {
 		return fmt.Errorf("failed to set up the meshstatus controller: %w", err)
 	}

@@ -91,6 +91,13 @@ func New(cfg *rest.Config, o Options) (ctrl.Manager, *policy.Index, error) {
 	}
 
 	gracefulShutdown := 15 * time.Second
+	byObject := map[client.Object]cache.ByObject{
+		&corev1.Pod{}:              {Transform: controllers.TrimPod},
+		&v1alpha1.PodProxyConfig{}: {Transform: controllers.TrimProxyConfig},
+	}
+	for obj, opts := range controllers.IdentityCacheOptions(o.OperatorNamespace) {
+		byObject[obj] = opts
+	}
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                        scheme.New(),
 		Metrics:                       metricsOpts,
@@ -107,10 +114,7 @@ func New(cfg *rest.Config, o Options) (ctrl.Manager, *policy.Index, error) {
 		Controller: config.Controller{SkipNameValidation: &o.SkipNameValidation},
 		Cache: cache.Options{
 			DefaultTransform: cache.TransformStripManagedFields(),
-			ByObject: map[client.Object]cache.ByObject{
-				&corev1.Pod{}:              {Transform: controllers.TrimPod},
-				&v1alpha1.PodProxyConfig{}: {Transform: controllers.TrimProxyConfig},
-			},
+			ByObject:         byObject,
 		},
 	})
 	if err != nil {
@@ -121,7 +125,7 @@ func New(cfg *rest.Config, o Options) (ctrl.Manager, *policy.Index, error) {
 	if err := mgr.Add(feeder); err != nil {
 		return nil, nil, err
 	}
-	if err := controllers.Setup(mgr, feeder, controllers.Options{MaxConcurrentReconciles: o.MaxConcurrentReconciles}); err != nil {
+	if err := controllers.Setup(mgr, feeder, controllers.Options{MaxConcurrentReconciles: o.MaxConcurrentReconciles, OperatorNamespace: o.OperatorNamespace}); err != nil {
 		return nil, nil, err
 	}
 	// The guard must let the operator's own service account (meshtls-operator in
