@@ -81,7 +81,9 @@ func TestCertificateDefaults(t *testing.T) {
 	if c.Spec.URIs[0] != "spiffe://cluster.local/ns/ns/sa/sa" {
 		t.Fatalf("trust domain default: %v", c.Spec.URIs)
 	}
-	rsa := Certificate(meshSpec(func(s *v1alpha1.MeshMTLSPolicySpec) { s.Certificate.PrivateKey = v1alpha1.PrivateKeySettings{Algorithm: v1alpha1.RSAKeyAlgorithm} }), "ns", "sa")
+	rsa := Certificate(meshSpec(func(s *v1alpha1.MeshMTLSPolicySpec) {
+		s.Certificate.PrivateKey = v1alpha1.PrivateKeySettings{Algorithm: v1alpha1.RSAKeyAlgorithm}
+	}), "ns", "sa")
 	if rsa.Spec.PrivateKey.Algorithm != cmapi.RSAKeyAlgorithm || rsa.Spec.PrivateKey.Size != 2048 {
 		t.Fatalf("RSA default size: %+v", rsa.Spec.PrivateKey)
 	}
@@ -99,22 +101,22 @@ func TestNeedsUpdate(t *testing.T) {
 		mutate func(*cmapi.Certificate)
 		want   bool
 	}{
-		"should not update an identical Certificate":           {mutate: func(*cmapi.Certificate) {}},
-		"should not update for labels others added":            {mutate: func(c *cmapi.Certificate) { c.Labels["team"] = "x" }},
-		"should not update for status":                         {mutate: func(c *cmapi.Certificate) { c.Status.Revision = ptr.To(3) }},
-		"should update a new trust domain":                     {mutate: func(c *cmapi.Certificate) { c.Spec.URIs = []string{"spiffe://old/ns/shop/sa/finance"} }, want: true},
-		"should update a new issuer":                           {mutate: func(c *cmapi.Certificate) { c.Spec.IssuerRef.Name = "old-ca" }, want: true},
-		"should update a new duration":                         {mutate: func(c *cmapi.Certificate) { c.Spec.Duration = &metav1.Duration{Duration: 2 * time.Hour} }, want: true},
-		"should update a new renewBefore":                      {mutate: func(c *cmapi.Certificate) { c.Spec.RenewBefore = nil }, want: true},
-		"should update a new key size":                         {mutate: func(c *cmapi.Certificate) { c.Spec.PrivateKey.Size = 256 }, want: true},
-		"should update a rotation policy set to Never":         {mutate: func(c *cmapi.Certificate) { c.Spec.PrivateKey.RotationPolicy = cmapi.RotationPolicyNever }, want: true},
-		"should update usages edited by hand":                  {mutate: func(c *cmapi.Certificate) { c.Spec.Usages = c.Spec.Usages[:1] }, want: true},
-		"should update a DNS name added by hand":               {mutate: func(c *cmapi.Certificate) { c.Spec.DNSNames = []string{"evil"} }, want: true},
-		"should update a common name added by hand":            {mutate: func(c *cmapi.Certificate) { c.Spec.CommonName = "x" }, want: true},
-		"should update CA rights added by hand":                {mutate: func(c *cmapi.Certificate) { c.Spec.IsCA = true }, want: true},
-		"should update a lost managed-by label":                {mutate: func(c *cmapi.Certificate) { delete(c.Labels, ManagedByLabel) }, want: true},
-		"should update a changed service-account annotation":   {mutate: func(c *cmapi.Certificate) { c.Annotations[ServiceAccountAnnotation] = "x" }, want: true},
-		"should update a secret name changed by hand":          {mutate: func(c *cmapi.Certificate) { c.Spec.SecretName = "x" }, want: true},
+		"should not update an identical Certificate":            {mutate: func(*cmapi.Certificate) {}},
+		"should not update for labels others added":             {mutate: func(c *cmapi.Certificate) { c.Labels["team"] = "x" }},
+		"should not update for status":                          {mutate: func(c *cmapi.Certificate) { c.Status.Revision = ptr.To(3) }},
+		"should update a new trust domain":                      {mutate: func(c *cmapi.Certificate) { c.Spec.URIs = []string{"spiffe://old/ns/shop/sa/finance"} }, want: true},
+		"should update a new issuer":                            {mutate: func(c *cmapi.Certificate) { c.Spec.IssuerRef.Name = "old-ca" }, want: true},
+		"should update a new duration":                          {mutate: func(c *cmapi.Certificate) { c.Spec.Duration = &metav1.Duration{Duration: 2 * time.Hour} }, want: true},
+		"should update a new renewBefore":                       {mutate: func(c *cmapi.Certificate) { c.Spec.RenewBefore = nil }, want: true},
+		"should update a new key size":                          {mutate: func(c *cmapi.Certificate) { c.Spec.PrivateKey.Size = 256 }, want: true},
+		"should update a rotation policy set to Never":          {mutate: func(c *cmapi.Certificate) { c.Spec.PrivateKey.RotationPolicy = cmapi.RotationPolicyNever }, want: true},
+		"should update usages edited by hand":                   {mutate: func(c *cmapi.Certificate) { c.Spec.Usages = c.Spec.Usages[:1] }, want: true},
+		"should update a DNS name added by hand":                {mutate: func(c *cmapi.Certificate) { c.Spec.DNSNames = []string{"evil"} }, want: true},
+		"should update a common name added by hand":             {mutate: func(c *cmapi.Certificate) { c.Spec.CommonName = "x" }, want: true},
+		"should update CA rights added by hand":                 {mutate: func(c *cmapi.Certificate) { c.Spec.IsCA = true }, want: true},
+		"should update a lost managed-by label":                 {mutate: func(c *cmapi.Certificate) { delete(c.Labels, ManagedByLabel) }, want: true},
+		"should update a changed service-account annotation":    {mutate: func(c *cmapi.Certificate) { c.Annotations[ServiceAccountAnnotation] = "x" }, want: true},
+		"should update a secret name changed by hand":           {mutate: func(c *cmapi.Certificate) { c.Spec.SecretName = "x" }, want: true},
 		"should update a revision history limit edited by hand": {mutate: func(c *cmapi.Certificate) { c.Spec.RevisionHistoryLimit = ptr.To[int32](5) }, want: true},
 	}
 	for name, tc := range tests {
@@ -158,7 +160,7 @@ func TestState(t *testing.T) {
 		"should be Pending while cert-manager has not reported": {
 			cert: ours, wantReason: ReasonPending, wantMsg: "waiting for cert-manager"},
 		"should be Pending while Ready is for an older generation": {
-			cert: withConditions(ours, cmapi.CertificateCondition{Type: cmapi.CertificateConditionReady, Status: cmmeta.ConditionTrue, Reason: "Ready", ObservedGeneration: 1}),
+			cert:       withConditions(ours, cmapi.CertificateCondition{Type: cmapi.CertificateConditionReady, Status: cmmeta.ConditionTrue, Reason: "Ready", ObservedGeneration: 1}),
 			wantReason: ReasonPending, wantMsg: "current spec"},
 		"should be Pending while the Certificate asks for another identity": {
 			cert: func() *cmapi.Certificate {
@@ -170,7 +172,7 @@ func TestState(t *testing.T) {
 		"should be Ready with cert-manager's reason when Ready": {
 			cert: withConditions(ours, ready), wantReady: true, wantReason: "Ready", wantMsg: "up to date"},
 		"should carry cert-manager's reason when not Ready": {
-			cert: withConditions(ours, cmapi.CertificateCondition{Type: cmapi.CertificateConditionReady, Status: cmmeta.ConditionFalse, Reason: "DoesNotExist", Message: "Issuing certificate as Secret does not exist", ObservedGeneration: 2}),
+			cert:       withConditions(ours, cmapi.CertificateCondition{Type: cmapi.CertificateConditionReady, Status: cmmeta.ConditionFalse, Reason: "DoesNotExist", Message: "Issuing certificate as Secret does not exist", ObservedGeneration: 2}),
 			wantReason: "DoesNotExist", wantMsg: "Secret does not exist"},
 		"should carry the failed request's reason when issuance failed": {
 			cert: withConditions(ours,
