@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -25,14 +26,19 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/meshtls/meshtls-operator/api/v1alpha1"
 	"github.com/meshtls/meshtls-operator/internal/scheme"
 	"github.com/meshtls/meshtls-operator/internal/testenv"
 )
 
 // TestMakeRunWithoutCluster runs hack/run.sh (what `make run` runs) with no kubeconfig
-// at all, as on a fresh machine: it must start a local control plane with cert-manager,
-// print the KUBECONFIG line, run the manager, and leave cert-manager issuing a
-// certificate with a SPIFFE URI from the mesh-ca ClusterIssuer. Ctrl-C stops it all.
+// at all, as on a fresh machine: it must start a local control plane with
+// kube-controller-manager and cert-manager, print the KUBECONFIG line, and run the
+// manager as its own ServiceAccount with its admission webhooks served to that control
+// plane. Then it walks through docs/local-cluster.md with the kubectl it built: a
+// Deployment in a meshed namespace gets injected pods and their PodProxyConfigs, the
+// webhooks refuse an ambiguous policy, cert-manager issues a SPIFFE certificate. Ctrl-C
+// stops it all and leaves no process behind.
 func TestMakeRunWithoutCluster(t *testing.T) {
 	if _, err := testenv.AssetsDir(); err != nil {
 		t.Fatal(err)
@@ -134,6 +140,113 @@ func TestMakeRunWithoutCluster(t *testing.T) {
 		}
 	})
 
+	kubectl := func(t *testing.T, stdin string, args ...string) (string, error) {
+		t.Helper()
+		path, _ := testenv.KubectlPath()
+		cmd := exec.CommandContext(ctx, path, append([]string{"--kubeconfig", kubeconfigPath}, args...)...)
+		cmd.Stdin = strings.NewReader(stdin)
+		out, err := cmd.CombinedOutput()
+		t.Logf("$ kubectl %s\n%s", strings.Join(args, " "), out)
+		return string(out), err
+	}
+	mustKubectl := func(t *testing.T, stdin string, args ...string) string {
+		t.Helper()
+		out, err := kubectl(t, stdin, args...)
+		if err != nil {
+			t.Fatalf("kubectl %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+		return out
+	}
+
+	t.Run("a Deployment in a meshed namespace gets injected pods and their PodProxyConfigs", func(t *testing.T) {
+		mustKubectl(t, "", "create", "namespace", "shop")
+		mustKubectl(t, "", "label", "namespace", "shop", "meshtls.io/inject=enabled")
+		mustKubectl(t, "", "create", "deployment", "web", "--image=nginx:1.27", "--replicas=2", "-n", "shop")
+		var pods corev1.PodList
+		waitFor(t, ctx, time.Minute, func() error {
+			if err := c.List(ctx, &pods, client.InNamespace("shop")); err != nil {
+				return err
+			}
+			if len(pods.Items) != 2 {
+				return fmt.Errorf("%d pods", len(pods.Items))
+			}
+			return nil
+		})
+		for _, p := range pods.Items {
+			var names []string
+			for _, ic := range p.Spec.InitContainers {
+				names = append(names, ic.Name)
+			}
+			if !slices.Contains(names, "meshtls-proxy") || !slices.Contains(names, "meshtls-init") {
+				t.Errorf("pod %s was not injected: init containers %v", p.Name, names)
+			}
+			if p.Status.Phase != corev1.PodPending || p.Spec.NodeName != "" {
+				t.Errorf("pod %s: phase %s node %q; with no scheduler and no kubelet it stays Pending", p.Name, p.Status.Phase, p.Spec.NodeName)
+			}
+		}
+		waitFor(t, ctx, time.Minute, func() error {
+			for _, p := range pods.Items {
+				ppc := &v1alpha1.PodProxyConfig{}
+				if err := c.Get(ctx, client.ObjectKey{Namespace: "shop", Name: p.Name}, ppc); err != nil {
+					return err
+				}
+				if ppc.Spec.PodUID != p.UID || ppc.Spec.Inbound.Mode == "" {
+					return fmt.Errorf("PodProxyConfig %s: podUID %s (pod %s), mode %q", ppc.Name, ppc.Spec.PodUID, p.UID, ppc.Spec.Inbound.Mode)
+				}
+			}
+			return nil
+		})
+		mustKubectl(t, "", "get", "pods", "-n", "shop")
+		out := mustKubectl(t, "", "get", "podproxyconfigs", "-n", "shop")
+		for _, p := range pods.Items {
+			if !strings.Contains(out, p.Name) {
+				t.Errorf("`kubectl get podproxyconfigs -n shop` does not list %s", p.Name)
+			}
+		}
+	})
+
+	t.Run("a workload policy changes the PodProxyConfigs; an ambiguous one is refused", func(t *testing.T) {
+		policy := func(name string) string {
+			return fmt.Sprintf(`apiVersion: security.meshtls.io/v1alpha1
+kind: WorkloadMTLSPolicy
+metadata: {name: %s, namespace: shop}
+spec:
+  selector: {matchLabels: {app: web}}
+  mode: STRICT
+`, name)
+		}
+		mustKubectl(t, policy("web-strict"), "apply", "-f", "-")
+		waitFor(t, ctx, time.Minute, func() error {
+			var list v1alpha1.PodProxyConfigList
+			if err := c.List(ctx, &list, client.InNamespace("shop")); err != nil {
+				return err
+			}
+			for _, ppc := range list.Items {
+				if ppc.Spec.Inbound.Mode != v1alpha1.ModeStrict {
+					return fmt.Errorf("PodProxyConfig %s: mode %s", ppc.Name, ppc.Spec.Inbound.Mode)
+				}
+			}
+			return nil
+		})
+		out, err := kubectl(t, policy("web-again"), "apply", "-f", "-")
+		if err == nil || !strings.Contains(out, `WorkloadMTLSPolicy "web-strict" in namespace shop has the same selector`) {
+			t.Errorf("want the validating webhook to refuse a second policy with the same selector, naming web-strict; got %v:\n%s", err, out)
+		}
+	})
+
+	t.Run("the PodProxyConfig guard is in force and lets the operator write", func(t *testing.T) {
+		out, err := kubectl(t, `apiVersion: security.meshtls.io/v1alpha1
+kind: PodProxyConfig
+metadata: {name: forged, namespace: shop}
+spec:
+  podUID: 00000000-0000-0000-0000-000000000000
+  inbound: {mode: DISABLE}
+`, "apply", "-f", "-")
+		if err == nil || !strings.Contains(out, "only meshtls-operator writes PodProxyConfigs") {
+			t.Errorf("want the guard to refuse the admin's PodProxyConfig, got %v:\n%s", err, out)
+		}
+	})
+
 	t.Run("cert-manager issues a SPIFFE certificate from mesh-ca", func(t *testing.T) {
 		const ns, spiffeID = "run-e2e", "spiffe://cluster.local/ns/run-e2e/sa/demo"
 		if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
@@ -191,7 +304,32 @@ func TestMakeRunWithoutCluster(t *testing.T) {
 		if _, err := net.DialTimeout("tcp", strings.TrimPrefix(cfg.Host, "https://"), time.Second); err == nil {
 			t.Errorf("kube-apiserver at %s still answers after Ctrl-C", cfg.Host)
 		}
+		// Every process make run started, however deep, inherited its HOME.
+		if left := processesWithEnv("HOME=" + home); len(left) > 0 {
+			t.Errorf("still running after make run exited:\n%s", strings.Join(left, "\n"))
+		}
 	})
+}
+
+// processesWithEnv lists the processes (pid and command line) whose environment holds
+// the entry kv.
+func processesWithEnv(kv string) []string {
+	var out []string
+	procs, _ := filepath.Glob("/proc/[0-9]*")
+	for _, p := range procs {
+		env, err := os.ReadFile(filepath.Join(p, "environ"))
+		if err != nil {
+			continue
+		}
+		for _, e := range strings.Split(string(env), "\x00") {
+			if e == kv {
+				cmdline, _ := os.ReadFile(filepath.Join(p, "cmdline"))
+				out = append(out, filepath.Base(p)+": "+strings.ReplaceAll(string(cmdline), "\x00", " "))
+				break
+			}
+		}
+	}
+	return out
 }
 
 // runEnv is the environment of a fresh user: no kubeconfig, an empty home, but the
