@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"time"
 
@@ -108,18 +109,38 @@ func (r *PodProxyConfigReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 	if current == nil {
 		return r.create(ctx, result.Pod, want)
 	}
-	// Comparing whole specs (the hash included) also catches a hand edit that kept
-	// the hash.
-	if apiequality.Semantic.DeepEqual(current.Spec, want) {
+	// The cache keeps only what this comparison needs (TrimProxyConfig): the hash,
+	// emptied when it does not match the spec it came with (a hand edit that kept the
+	// hash), and the observations outside the hash.
+	if sameSpec(current.Spec, want) {
 		return ctrl.Result{}, nil
 	}
-	current.Spec = want
-	if err := r.Client.Update(ctx, current, client.FieldOwner(FieldManager)); err != nil {
+	if err := r.replaceSpec(ctx, current, want); err != nil {
 		return ctrl.Result{}, fmt.Errorf("failed to update PodProxyConfig %s: %w", req, err)
 	}
 	metrics.ProxyConfigWrites.WithLabelValues("update").Inc()
 	log.FromContext(ctx).V(1).Info("updated PodProxyConfig", "mode", want.Inbound.Mode, "hash", want.ConfigHash)
 	return ctrl.Result{}, nil
+}
+
+// sameSpec reports whether a cached (trimmed) spec already says what want says.
+func sameSpec(cached, want v1alpha1.PodProxyConfigSpec) bool {
+	return cached.ConfigHash == want.ConfigHash && cached.PodUID == want.PodUID && cached.Sidecar == want.Sidecar &&
+		apiequality.Semantic.DeepEqual(cached.Certificate, want.Certificate)
+}
+
+// replaceSpec replaces the whole spec in one JSON patch, guarded by the object's UID:
+// the cached copy is trimmed, so an Update from it would be wrong, and a merge patch
+// would leave stale fields behind.
+func (r *PodProxyConfigReconciler) replaceSpec(ctx context.Context, current *v1alpha1.PodProxyConfig, want v1alpha1.PodProxyConfigSpec) error {
+	patch, err := json.Marshal([]map[string]any{
+		{"op": "test", "path": "/metadata/uid", "value": current.UID},
+		{"op": "replace", "path": "/spec", "value": want},
+	})
+	if err != nil {
+		return err
+	}
+	return r.Client.Patch(ctx, current, client.RawPatch(types.JSONPatchType, patch), client.FieldOwner(FieldManager))
 }
 
 func (r *PodProxyConfigReconciler) create(ctx context.Context, pod policy.Pod, spec v1alpha1.PodProxyConfigSpec) (ctrl.Result, error) {
