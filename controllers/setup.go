@@ -68,44 +68,62 @@ func Setup(mgr ctrl.Manager, f *Feeder, opts Options) error {
 	return nil
 }
 
-// TrimPod is the cache transform of pods: the operator reads only their metadata
-// (name, namespace, UID, labels, owner, the inbound-exclusion annotation), service
-// account, host network, and container names and ports (policy.PodFrom), so the cache
-// drops the rest. It keeps the manager's memory near 4 KiB per pod.
+// TrimPod is the cache transform of pods. The operator reads of a pod only what
+// policy.PodFrom reads (name, namespace, UID, labels, the inbound-exclusion annotation,
+// service account, host network, TCP container ports, whether a meshtls-proxy init
+// container is there), so the cache keeps the pod in that minimal form: every port in
+// one container, and at most one init container. PodFrom reads the same from it.
 func TrimPod(obj any) (any, error) {
 	pod, ok := obj.(*corev1.Pod)
 	if !ok {
 		return obj, nil
 	}
-	trimmed := &corev1.Pod{
-		TypeMeta: pod.TypeMeta,
-	}
+	p := policy.PodFrom(pod)
+	trimmed := &corev1.Pod{}
 	trimmed.Name, trimmed.Namespace, trimmed.UID = pod.Name, pod.Namespace, pod.UID
-	trimmed.Labels, trimmed.ResourceVersion, trimmed.Generation = pod.Labels, pod.ResourceVersion, pod.Generation
-	trimmed.CreationTimestamp, trimmed.DeletionTimestamp = pod.CreationTimestamp, pod.DeletionTimestamp
-	trimmed.OwnerReferences = pod.OwnerReferences
+	trimmed.Labels, trimmed.ResourceVersion = pod.Labels, pod.ResourceVersion
 	if v, ok := pod.Annotations[policy.AnnotationExcludeInboundPorts]; ok {
 		trimmed.Annotations = map[string]string{policy.AnnotationExcludeInboundPorts: v}
 	}
 	trimmed.Spec.ServiceAccountName = pod.Spec.ServiceAccountName
 	trimmed.Spec.HostNetwork = pod.Spec.HostNetwork
-	for _, list := range []struct {
-		from []corev1.Container
-		to   *[]corev1.Container
-	}{{pod.Spec.InitContainers, &trimmed.Spec.InitContainers}, {pod.Spec.Containers, &trimmed.Spec.Containers}} {
-		for _, c := range list.from {
-			*list.to = append(*list.to, corev1.Container{Name: c.Name, Ports: c.Ports})
+	if p.Sidecar {
+		trimmed.Spec.InitContainers = []corev1.Container{{Name: policy.ProxyContainerName}}
+	}
+	if len(p.Ports) > 0 {
+		ports := make([]corev1.ContainerPort, len(p.Ports))
+		for i, port := range p.Ports {
+			ports[i].ContainerPort = port
 		}
+		trimmed.Spec.Containers = []corev1.Container{{Ports: ports}}
 	}
 	return trimmed, nil
 }
 
-// TrimProxyConfig is the cache transform of PodProxyConfigs: their status is the
-// proxies' (counters, conditions), which the operator never reads, so the cache drops
-// it. Updates of the spec ignore status (it is a subresource), so nothing is lost.
+// TrimProxyConfig is the cache transform of PodProxyConfigs. The operator compares a
+// PodProxyConfig with what it wants by configHash alone (plus the observations outside
+// the hash), so the cache keeps the metadata it needs, spec.podUID, spec.configHash,
+// spec.sidecar and spec.certificate. It checks the hash against the spec it came with
+// and empties it on a mismatch: a hand edit that kept the hash is then rewritten like
+// any other. Status is the proxies' and is dropped. Specs are written with a patch that
+// replaces the whole spec, never from this copy.
 func TrimProxyConfig(obj any) (any, error) {
-	if ppc, ok := obj.(*v1alpha1.PodProxyConfig); ok {
-		ppc.Status = v1alpha1.PodProxyConfigStatus{}
+	ppc, ok := obj.(*v1alpha1.PodProxyConfig)
+	if !ok {
+		return obj, nil
 	}
-	return obj, nil
+	hash := ppc.Spec.ConfigHash
+	if policy.ConfigHash(ppc.Spec) != hash {
+		hash = ""
+	}
+	trimmed := &v1alpha1.PodProxyConfig{}
+	trimmed.Name, trimmed.Namespace, trimmed.UID = ppc.Name, ppc.Namespace, ppc.UID
+	trimmed.ResourceVersion, trimmed.Generation = ppc.ResourceVersion, ppc.Generation
+	trimmed.Labels, trimmed.DeletionTimestamp = ppc.Labels, ppc.DeletionTimestamp
+	trimmed.Spec = v1alpha1.PodProxyConfigSpec{
+		PodUID: ppc.Spec.PodUID, ConfigHash: hash, Sidecar: ppc.Spec.Sidecar, Certificate: ppc.Spec.Certificate,
+		// The identity controllers read these: which Certificate each pod needs.
+		ServiceAccountName: ppc.Spec.ServiceAccountName, Identity: ppc.Spec.Identity, CertificateSecretName: ppc.Spec.CertificateSecretName,
+	}
+	return trimmed, nil
 }

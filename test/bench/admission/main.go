@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -33,6 +34,7 @@ func main() {
 	policies := flag.Int("policies", 1000, "workload policies already in the namespace")
 	pods := flag.Int("pods", 5000, "meshed pods already in the namespace")
 	samples := flag.Int("samples", 300, "timed creates of each kind")
+	flag.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the timed creates (API server calls, webhooks and the in-process manager) to this file")
 	flag.Parse()
 	ctrl.SetLogger(logr.Discard())
 	if err := run(*policies, *pods, *samples); err != nil {
@@ -40,6 +42,8 @@ func main() {
 		os.Exit(1)
 	}
 }
+
+var cpuProfile string
 
 func run(policies, pods, samples int) error {
 	ctx, cancel := context.WithCancel(context.Background())
@@ -117,6 +121,16 @@ func run(policies, pods, samples int) error {
 	}
 	time.Sleep(3 * time.Second)
 
+	if cpuProfile != "" {
+		f, err := os.Create(cpuProfile)
+		if err != nil {
+			return err
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer func() { pprof.StopCPUProfile(); f.Close() }()
+	}
 	timed := func(create func(i int) error) ([]time.Duration, error) {
 		out := make([]time.Duration, 0, samples)
 		for i := 0; i < samples; i++ {

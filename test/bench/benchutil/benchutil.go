@@ -83,6 +83,16 @@ func CreateMeshedPods(ctx context.Context, c client.Client, prefix string, n, pe
 	if err != nil {
 		return nil, fmt.Errorf("failed to create namespaces: %w", err)
 	}
+	// The ServiceAccount admission plugin refuses pods whose ServiceAccount does not
+	// exist, as a real cluster does.
+	err = Parallel(len(namespaces)*apps, 32, func(i int) error {
+		return c.Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{
+			Namespace: namespaces[i/apps], Name: fmt.Sprintf("app-%d", i%apps),
+		}})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("failed to create service accounts: %w", err)
+	}
 	err = Parallel(n, 32, func(i int) error {
 		return c.Create(ctx, &corev1.Pod{
 			ObjectMeta: metav1.ObjectMeta{
