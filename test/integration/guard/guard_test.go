@@ -139,8 +139,8 @@ func guardOperator(t *testing.T, objs []*unstructured.Unstructured) string {
 	return ""
 }
 
-// installGuard creates or replaces the rendered guard's objects.
-func installGuard(t *testing.T, objs []*unstructured.Unstructured) {
+// install creates or replaces rendered objects.
+func install(t *testing.T, objs []*unstructured.Unstructured) {
 	t.Helper()
 	ctx := context.Background()
 	for _, obj := range objs {
@@ -230,20 +230,14 @@ type cluster struct {
 func setUp(t *testing.T, ns string) *cluster {
 	ctx := context.Background()
 	admin := env.Client
-	root := testenv.RepoRoot()
 	must(t, admin.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "meshtls-system"}}))
-	for _, f := range []string{"config/rbac/service_account.yaml", "config/rbac/role.yaml", "config/rbac/role_binding.yaml"} {
-		must(t, env.ApplyFile(ctx, filepath.Join(root, f)))
-	}
+	// The operator's RBAC and the proxies' ClusterRole, as config/default installs them.
+	install(t, render(t, "config/rbac", "meshtls-system"))
 	must(t, admin.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}))
 	must(t, admin.Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "app"}}))
 	// What the operator grants proxies in each meshed namespace.
-	must(t, admin.Create(ctx, &rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "meshtls-proxy"}, Rules: []rbacv1.PolicyRule{
-		{APIGroups: []string{"security.meshtls.io"}, Resources: []string{"podproxyconfigs"}, Verbs: []string{"get", "list", "watch"}},
-		{APIGroups: []string{"security.meshtls.io"}, Resources: []string{"podproxyconfigs/status"}, Verbs: []string{"get", "update", "patch"}},
-	}}))
 	must(t, admin.Create(ctx, &rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "meshtls-proxy"},
-		RoleRef:  rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "Role", Name: "meshtls-proxy"},
+		RoleRef:  rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: "meshtls-proxy"},
 		Subjects: []rbacv1.Subject{{Kind: "Group", Name: "system:serviceaccounts:" + ns}}}))
 	return &cluster{ns: ns, operator: clientAs(t, "meshtls-system", "meshtls-operator"), kube: kubernetes.NewForConfigOrDie(env.Config)}
 }
@@ -322,7 +316,7 @@ func TestPodProxyConfigGuard(t *testing.T) {
 	ctx := context.Background()
 	admin := env.Client
 	c := setUp(t, "guarded")
-	installGuard(t, render(t, "config/guard", "meshtls-system"))
+	install(t, render(t, "config/guard", "meshtls-system"))
 
 	podA, podB := c.pod(t, "pod-a"), c.pod(t, "pod-b")
 	waitForGuard(t, func() error { return admin.Create(ctx, c.ppc(podA), client.DryRunAll) }, "only meshtls-operator writes PodProxyConfigs")
@@ -351,13 +345,16 @@ func TestPodProxyConfigGuard(t *testing.T) {
 	t.Run("a pod's proxy may not write the status of a PodProxyConfig for another pod of its name", func(t *testing.T) {
 		// What a PodProxyConfig looks like once its pod was replaced by another of the
 		// same name (a StatefulSet's): the spec names the new pod's UID.
-		obj := &v1alpha1.PodProxyConfig{}
-		must(t, c.operator.Get(ctx, client.ObjectKey{Namespace: c.ns, Name: "pod-a"}, obj))
-		obj.Spec.PodUID = types.UID("00000000-0000-0000-0000-000000000001")
-		must(t, c.operator.Update(ctx, obj))
+		setUID := func(uid types.UID) {
+			obj := &v1alpha1.PodProxyConfig{}
+			must(t, c.operator.Get(ctx, client.ObjectKey{Namespace: c.ns, Name: "pod-a"}, obj))
+			before := obj.DeepCopy()
+			obj.Spec.PodUID = uid
+			must(t, c.operator.Patch(ctx, obj, client.MergeFrom(before)))
+		}
+		setUID("00000000-0000-0000-0000-000000000001")
 		wantRefused(t, c.writeStatus(proxyA, "pod-a"), "not by the proxy of another pod of that name (UID "+string(podA.UID)+")")
-		obj.Spec.PodUID = podA.UID
-		must(t, c.operator.Update(ctx, obj))
+		setUID(podA.UID)
 		if err := c.writeStatus(proxyA, "pod-a"); err != nil {
 			t.Fatalf("with its UID restored, pod-a's token could not write pod-a's status: %v", err)
 		}
@@ -493,7 +490,7 @@ func TestGuardFollowsTheInstallNamespace(t *testing.T) {
 		must(t, env.Client.Create(ctx, &rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: "meshtls-operator-" + other},
 			RoleRef:  rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: "meshtls-operator"},
 			Subjects: []rbacv1.Subject{{Kind: "ServiceAccount", Namespace: other, Name: "meshtls-operator"}}}))
-		installGuard(t, render(t, "config/guard", other))
+		install(t, render(t, "config/guard", other))
 		pod := c.pod(t, "web")
 		waitForGuard(t, func() error { return c.operator.Create(ctx, c.ppc(pod), client.DryRunAll) },
 			"(system:serviceaccount:meshtls-system:meshtls-operator may not)")
