@@ -40,7 +40,11 @@ func TestStatusConflictIsRetried(t *testing.T) {
 
 	want := v1alpha1.NamespaceMTLSPolicyStatus{EffectiveMode: v1alpha1.ModeStrict, SelectedPods: 3}
 	err = writeStatus(ctx, c, c, nil, stale, &stale.Status,
-		func() v1alpha1.NamespaceMTLSPolicyStatus { w := want; w.ObservedGeneration = stale.Generation; return w },
+		func() v1alpha1.NamespaceMTLSPolicyStatus {
+			w := want
+			w.ObservedGeneration = stale.Generation
+			return w
+		},
 		func(s *v1alpha1.NamespaceMTLSPolicyStatus) []metav1.Condition { return s.Conditions })
 	if err != nil {
 		t.Fatalf("the write must succeed after a retry: %v", err)
