@@ -7,8 +7,8 @@ package controllers
 // Each line is what some reconciler needs; nothing more.
 //
 // +kubebuilder:rbac:groups=security.meshtls.io,resources=meshmtlspolicies;namespacemtlspolicies;workloadmtlspolicies;mtlsrollouts,verbs=get;list;watch
-// +kubebuilder:rbac:groups=security.meshtls.io,resources=meshmtlspolicies/status;namespacemtlspolicies/status;workloadmtlspolicies/status;mtlsrollouts/status,verbs=get;update;patch
-// +kubebuilder:rbac:groups=security.meshtls.io,resources=podproxyconfigs,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups=security.meshtls.io,resources=meshmtlspolicies/status;namespacemtlspolicies/status;workloadmtlspolicies/status;mtlsrollouts/status,verbs=get;update
+// +kubebuilder:rbac:groups=security.meshtls.io,resources=podproxyconfigs,verbs=get;list;watch;create;patch;delete
 // +kubebuilder:rbac:groups="",resources=pods;services;namespaces,verbs=get;list;watch
 // +kubebuilder:rbac:groups="",resources=events,verbs=create;patch
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch

@@ -26,6 +26,7 @@ import (
 // installs the guard: that would take a permission to write any admission policy.
 //
 // +kubebuilder:rbac:groups=admissionregistration.k8s.io,resources=validatingadmissionpolicies;validatingadmissionpolicybindings,verbs=get;list;watch
+// +kubebuilder:rbac:groups=security.meshtls.io,resources=meshmtlspolicies/status,verbs=patch
 
 const (
 	// GuardName is the name of the PodProxyConfig guard's ValidatingAdmissionPolicy

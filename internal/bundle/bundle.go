@@ -8,7 +8,11 @@
 // and Certificate (OLM serves the webhook certificate instead), the webhook Service
 // (OLM makes its own), the Namespace, and the ValidatingAdmissionPolicy guard, which a
 // cluster administrator applies from config/guard (the operator's MeshMTLSPolicy
-// status says whether it is installed, and how to install it).
+// status says whether it is installed, and how to install it), and the metrics
+// Service. The ClusterRoles config/default does not bind to the manager (the proxies'
+// meshtls-proxy, the scrapers' metrics reader) ship as bundle manifests of their own;
+// the install strategy's permissions are exactly the roles bound to the manager's
+// ServiceAccount.
 //
 // Left out of the CSV's webhooks: a pod webhook that relies on its namespaceSelector
 // to reach only meshed pods. A CSV's webhookdefinitions have no namespaceSelector
@@ -83,6 +87,7 @@ func Build(objs []*unstructured.Unstructured, o Options) (map[string][]byte, err
 		webhooks       []any
 		configs        []*unstructured.Unstructured
 	)
+	operatorRoles := rolesBoundTo(objs, ServiceAccount)
 	for _, obj := range objs {
 		switch obj.GetKind() {
 		case "CustomResourceDefinition":
@@ -93,12 +98,22 @@ func Build(objs []*unstructured.Unstructured, o Options) (map[string][]byte, err
 			files["manifests/"+obj.GetName()+".yaml"] = b
 			owned = append(owned, ownedCRD(obj))
 		case "ClusterRole":
-			if obj.GetName() == "meshtls-operator-metrics-reader" {
-				continue // for scrapers, not for the operator
+			if !operatorRoles["ClusterRole/"+obj.GetName()] {
+				// For others (the proxies, metrics scrapers): OLM installs it as
+				// it is, from the bundle.
+				b, err := yaml.Marshal(obj.Object)
+				if err != nil {
+					return nil, err
+				}
+				files["manifests/"+obj.GetName()+".clusterrole.yaml"] = b
+				continue
 			}
 			rules, _, _ := unstructured.NestedSlice(obj.Object, "rules")
 			clusterRules = append(clusterRules, rules...)
 		case "Role":
+			if !operatorRoles["Role/"+obj.GetName()] {
+				return nil, fmt.Errorf("Role %s is not bound to ServiceAccount %s: an OLM bundle cannot carry it", obj.GetName(), ServiceAccount)
+			}
 			rules, _, _ := unstructured.NestedSlice(obj.Object, "rules")
 			namespaceRules = append(namespaceRules, rules...)
 		case "Deployment":
@@ -373,6 +388,27 @@ func reachesUnlabelledPods(w map[string]any) (bool, error) {
 		return false, err
 	}
 	return s.Matches(labels.Set{}), nil
+}
+
+// rolesBoundTo lists the ClusterRoles and Roles ("ClusterRole/name", "Role/name") that
+// config/default binds to the ServiceAccount sa: the install strategy's permissions.
+func rolesBoundTo(objs []*unstructured.Unstructured, sa string) map[string]bool {
+	out := map[string]bool{}
+	for _, obj := range objs {
+		if obj.GetKind() != "ClusterRoleBinding" && obj.GetKind() != "RoleBinding" {
+			continue
+		}
+		subjects, _, _ := unstructured.NestedSlice(obj.Object, "subjects")
+		for _, s := range subjects {
+			subject, _ := s.(map[string]any)
+			if subject["kind"] == "ServiceAccount" && subject["name"] == sa {
+				kind, _, _ := unstructured.NestedString(obj.Object, "roleRef", "kind")
+				name, _, _ := unstructured.NestedString(obj.Object, "roleRef", "name")
+				out[kind+"/"+name] = true
+			}
+		}
+	}
+	return out
 }
 
 func samples(objs []*unstructured.Unstructured) []any {

@@ -189,6 +189,10 @@ func TestBundleCSV(t *testing.T) {
 	if !strings.Contains(string(rules), "podproxyconfigs") {
 		t.Errorf("cluster permissions lack the operator's rules: %s", rules)
 	}
+	// The proxies' ClusterRole ships beside the CSV, and is not the operator's.
+	if strings.Contains(string(rules), "podproxyconfigs/status") || files["manifests/meshtls-proxy.clusterrole.yaml"] == nil {
+		t.Errorf("the proxies' ClusterRole meshtls-proxy must be a bundle manifest of its own, not the operator's permissions: %s", rules)
+	}
 
 	// Console metadata.
 	if spec["minKubeVersion"] != bundle.MinKubeVersion || !regexp.MustCompile(`^1\.\d+\.\d+$`).MatchString(bundle.MinKubeVersion) {
