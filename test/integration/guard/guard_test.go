@@ -203,7 +203,7 @@ func gone(c client.Client, obj client.Object) func() error {
 		if err != nil {
 			return err
 		}
-		return fmt.Errorf("%s %s is still there (deletionTimestamp %v, finalizers %v)", obj.GetObjectKind().GroupVersionKind().Kind, obj.GetName(), obj.GetDeletionTimestamp(), obj.GetFinalizers())
+		return fmt.Errorf("%T %s is still there (deletionTimestamp %v, finalizers %v)", obj, obj.GetName(), obj.GetDeletionTimestamp(), obj.GetFinalizers())
 	}
 }
 
