@@ -102,11 +102,17 @@ type proxyProc struct {
 // and metrics on free loopback ports, and args; it waits for /healthz.
 func startProxy(t *testing.T, args ...string) *proxyProc {
 	t.Helper()
+	return startProxyEnv(t, nil, args...)
+}
+
+// startProxyEnv is startProxy with environment variables (NAME=value) added.
+func startProxyEnv(t *testing.T, env []string, args ...string) *proxyProc {
+	t.Helper()
 	p := &proxyProc{health: freeAddr(t), metrics: freeAddr(t), exited: make(chan error, 1)}
 	all := append([]string{"proxy", "--inbound-capture-addr=", "--outbound-capture-addr=",
 		"--health-addr=" + p.health, "--metrics-addr=" + p.metrics, "--log-level=debug"}, args...)
 	p.cmd = exec.Command(proxyBinary(t), all...)
-	p.cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
+	p.cmd.Env = append([]string{"PATH=" + os.Getenv("PATH")}, env...)
 	p.log = filepath.Join(t.TempDir(), "proxy.log")
 	logf, err := os.Create(p.log)
 	if err != nil {
