@@ -244,21 +244,20 @@ func funcs[T client.Object](apply func(T), remove func(T), relevant func(old, ne
 	}
 }
 
+// podHandler feeds pods, which the informer stores as PodSummary (see TrimPod).
 func (f *Feeder) podHandler() toolscache.ResourceEventHandler {
 	return funcs(
-		func(p *corev1.Pod) {
-			f.index.ApplyPod(policy.PodFrom(p))
+		func(p *PodSummary) {
+			f.index.ApplyPod(p.Pod)
 			f.pods.add(p.Namespace, p.Name)
 			f.namespaceChanged(p.Namespace)
 		},
-		func(p *corev1.Pod) {
+		func(p *PodSummary) {
 			f.index.DeletePod(p.Namespace, p.Name)
 			f.pods.add(p.Namespace, p.Name)
 			f.namespaceChanged(p.Namespace)
 		},
-		func(old, p *corev1.Pod) bool {
-			return old.UID != p.UID || !maps.Equal(old.Labels, p.Labels) || !policy.PodFrom(old).Equal(policy.PodFrom(p))
-		},
+		func(old, p *PodSummary) bool { return !old.Pod.Equal(p.Pod) },
 	)
 }
 

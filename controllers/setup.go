@@ -8,6 +8,9 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+
 	"github.com/meshtls/meshtls-operator/api/v1alpha1"
 	"github.com/meshtls/meshtls-operator/internal/policy"
 )
@@ -68,36 +71,30 @@ func Setup(mgr ctrl.Manager, f *Feeder, opts Options) error {
 	return nil
 }
 
-// TrimPod is the cache transform of pods. The operator reads of a pod only what
-// policy.PodFrom reads (name, namespace, UID, labels, the inbound-exclusion annotation,
-// service account, host network, TCP container ports, whether a meshtls-proxy init
-// container is there), so the cache keeps the pod in that minimal form: every port in
-// one container, and at most one init container. PodFrom reads the same from it.
+// PodSummary is what the pod informer stores instead of a Pod: the metadata the
+// informer itself needs and the resolver's view of the pod, which the policy index
+// shares rather than copies. Nothing reads pods through the cached client (a read
+// would fail: this is not a *corev1.Pod); the feeder is the informer's only consumer.
+type PodSummary struct {
+	metav1.TypeMeta
+	metav1.ObjectMeta
+	Pod *policy.Pod
+}
+
+// DeepCopyObject implements runtime.Object. A summary is never modified once made, so
+// the copy shares it.
+func (p *PodSummary) DeepCopyObject() runtime.Object { c := *p; return &c }
+
+// TrimPod is the cache transform of pods: it keeps a PodSummary, about 0.7 KiB where a
+// pod even stripped to its ports costs 2 KiB, and the index holds the same Pod value.
 func TrimPod(obj any) (any, error) {
 	pod, ok := obj.(*corev1.Pod)
 	if !ok {
 		return obj, nil
 	}
-	p := policy.PodFrom(pod)
-	trimmed := &corev1.Pod{}
-	trimmed.Name, trimmed.Namespace, trimmed.UID = pod.Name, pod.Namespace, pod.UID
-	trimmed.Labels, trimmed.ResourceVersion = pod.Labels, pod.ResourceVersion
-	if v, ok := pod.Annotations[policy.AnnotationExcludeInboundPorts]; ok {
-		trimmed.Annotations = map[string]string{policy.AnnotationExcludeInboundPorts: v}
-	}
-	trimmed.Spec.ServiceAccountName = pod.Spec.ServiceAccountName
-	trimmed.Spec.HostNetwork = pod.Spec.HostNetwork
-	if p.Sidecar {
-		trimmed.Spec.InitContainers = []corev1.Container{{Name: policy.ProxyContainerName}}
-	}
-	if len(p.Ports) > 0 {
-		ports := make([]corev1.ContainerPort, len(p.Ports))
-		for i, port := range p.Ports {
-			ports[i].ContainerPort = port
-		}
-		trimmed.Spec.Containers = []corev1.Container{{Ports: ports}}
-	}
-	return trimmed, nil
+	s := &PodSummary{Pod: policy.PodFrom(pod)}
+	s.Name, s.Namespace, s.UID, s.ResourceVersion, s.Labels = pod.Name, pod.Namespace, pod.UID, pod.ResourceVersion, pod.Labels
+	return s, nil
 }
 
 // TrimProxyConfig is the cache transform of PodProxyConfigs. The operator compares a

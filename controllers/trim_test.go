@@ -28,7 +28,11 @@ func TestTrimPodKeepsWhatTheResolverReads(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got, want := policy.PodFrom(out.(*corev1.Pod)), policy.PodFrom(pod); !got.Equal(want) {
+	s := out.(*PodSummary)
+	if s.Name != "a" || s.Namespace != "shop" || s.UID != "u" || s.Labels["app"] != "x" {
+		t.Errorf("the summary lacks the metadata the informer keys by: %+v", s.ObjectMeta)
+	}
+	if got, want := s.Pod, policy.PodFrom(pod); !got.Equal(want) {
 		t.Errorf("the resolver reads another pod from the cache:\n got %+v\nwant %+v", got, want)
 	}
 }
