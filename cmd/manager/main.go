@@ -33,6 +33,7 @@ func main() {
 	flag.IntVar(&o.MaxConcurrentReconciles, "max-concurrent-reconciles", 16, "PodProxyConfig reconcile workers")
 	o.Inject = inject.DefaultConfig()
 	flag.BoolVar(&o.Webhooks, "enable-webhooks", true, "serve the admission webhooks (policy validation, sidecar injection)")
+	flag.StringVar(&o.WebhookHost, "webhook-host", "", "address the webhook server binds to (all interfaces when empty)")
 	flag.IntVar(&o.WebhookPort, "webhook-port", 9443, "port of the webhook server")
 	flag.StringVar(&o.WebhookCertDir, "webhook-cert-dir", "", "directory holding the webhook server's tls.crt and tls.key (default: controller-runtime's)")
 	flag.StringVar(&o.Inject.ProxyImage, "proxy-image", o.Inject.ProxyImage, "image of the injected meshtls-proxy sidecar and capture step")

@@ -68,7 +68,7 @@ func TestKubectlGetMeshtls(t *testing.T) {
 		{`MODE\s+MINIMUM\s+TRUST DOMAIN\s+ISSUER\s+PODS\s+READY\s+AGE`, `meshmtlspolicy.security.meshtls.io/default\s+PERMISSIVE\s+DISABLE\s+cluster.local\s+mesh-ca`},
 		{`NAMESPACE\s+NAME\s+MODE\s+EFFECTIVE\s+PODS\s+READY\s+AGE`, `shop\s+namespacemtlspolicy.security.meshtls.io/default\s+STRICT`},
 		{`NAMESPACE\s+NAME\s+MODE\s+PODS\s+CONFLICTED\s+READY\s+AGE`, `shop\s+workloadmtlspolicy.security.meshtls.io/checkout\s+STRICT`},
-		{`NAMESPACE\s+NAME\s+MODE\s+PORTS\s+IDENTITY\s+APPLIED\s+AGE`, `shop\s+podproxyconfig.security.meshtls.io/finance-7d9f8-x2x4q\s+STRICT\s+.*8080.*spiffe://cluster.local/ns/shop/sa/finance`},
+		{`NAMESPACE\s+NAME\s+MODE\s+PORTS\s+IDENTITY\s+CERT\s+APPLIED\s+AGE`, `shop\s+podproxyconfig.security.meshtls.io/finance-7d9f8-x2x4q\s+STRICT\s+.*8080.*spiffe://cluster.local/ns/shop/sa/finance`},
 		{`NAME\s+TARGET\s+PHASE\s+PAUSED\s+READY\s+AGE`, `mtlsrollout.security.meshtls.io/shop-to-strict\s+STRICT`},
 	} {
 		if !regexp.MustCompile(want.header).MatchString(out) {
