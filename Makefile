@@ -10,6 +10,7 @@ export MESHTLS_CACHE
 KUBEBUILDER_ASSETS ?= $(MESHTLS_CACHE)/k8s-$(K8S_VERSION)
 export KUBEBUILDER_ASSETS
 IMG ?= ghcr.io/meshtls/meshtls-operator:dev
+PROXY_IMG ?= ghcr.io/meshtls/meshtls-proxy:dev
 CONTROLLER_GEN := go tool controller-gen
 GO_TEST_FLAGS ?= -count=1 -timeout 45m
 
@@ -34,8 +35,12 @@ bench: controlplane ## Benchmarks: resolver and admission decisions (go test -be
 	go run ./test/bench/coldstart -pods 10000 -policies 1000
 	go run ./test/bench/admission -policies 1000 -pods 5000
 
+.PHONY: fuzz
+fuzz: ## Run each fuzz target briefly (FUZZTIME per target, default 10s).
+	go test -run '^$$' -fuzz FuzzAdmitWorkloadPolicy -fuzztime $(or $(FUZZTIME),10s) ./internal/policy/
+
 .PHONY: controlplane
-controlplane: ## Build (once) and cache kube-apiserver, etcd, kubectl and the cert-manager runner.
+controlplane: ## Build (once) and cache kube-apiserver, kube-controller-manager, etcd, kubectl and the cert-manager runner.
 	hack/build-controlplane.sh $(K8S_VERSION) $(ETCD_VERSION) >/dev/null
 	go run ./internal/testenv/cmd/localcp --prepare
 
@@ -74,8 +79,14 @@ bundle-build: ## Build the bundle image (needs a Docker engine).
 	docker build -f bundle.Dockerfile -t $(IMG)-bundle .
 
 .PHONY: docker-build
-docker-build: ## Build the manager image (needs a Docker engine).
-	docker build -t $(IMG) .
+docker-build: ## Build the manager and proxy images (needs a Docker engine with BuildKit).
+	docker build --target manager -t $(IMG) .
+	docker build --target proxy -t $(PROXY_IMG) .
+
+.PHONY: docker-push
+docker-push: ## Push both images.
+	docker push $(IMG)
+	docker push $(PROXY_IMG)
 
 ##@ Deployment
 
