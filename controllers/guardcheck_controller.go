@@ -179,6 +179,9 @@ func GuardState(policy *admissionv1.ValidatingAdmissionPolicy, binding *admissio
 	const why = "without it, the proxies of a namespace can write each other's PodProxyConfig status"
 	install := fmt.Sprintf("install it with `%s` from the meshtls-operator source at the installed version "+
 		"(OLM does not install ValidatingAdmissionPolicies)", GuardInstallCommand)
+	if ns := namespaceOf(operatorUsername); ns != "" && ns != "meshtls-system" {
+		install += fmt.Sprintf(", after `kustomize edit set namespace %s` in config/guard", ns)
+	}
 	switch {
 	case policy == nil:
 		return false, ReasonGuardNotInstalled, fmt.Sprintf("the PodProxyConfig guard (ValidatingAdmissionPolicy %s) is not installed: %s; %s",
@@ -196,9 +199,19 @@ func GuardState(policy *admissionv1.ValidatingAdmissionPolicy, binding *admissio
 	if operatorUsername != "" {
 		spec, _ := json.Marshal(policy.Spec)
 		if !strings.Contains(string(spec), "'"+operatorUsername+"'") {
-			return false, ReasonGuardNamesAnotherOperator, fmt.Sprintf("ValidatingAdmissionPolicy %s does not name this operator's user %s as the writer of PodProxyConfigs, so it refuses the operator's writes: set the operator's username in config/guard to %s and apply it again",
-				GuardName, operatorUsername, operatorUsername)
+			return false, ReasonGuardNamesAnotherOperator, fmt.Sprintf("ValidatingAdmissionPolicy %s does not name this operator's user %s as the writer of PodProxyConfigs, so it refuses the operator's writes: run `kustomize edit set namespace %s` in config/guard and `%s` again",
+				GuardName, operatorUsername, namespaceOf(operatorUsername), GuardInstallCommand)
 		}
 	}
 	return true, ReasonGuardInstalled, fmt.Sprintf("the PodProxyConfig guard (ValidatingAdmissionPolicy %s and its binding) is installed and denies", GuardName)
+}
+
+// namespaceOf is the namespace of a service account's username
+// (system:serviceaccount:<namespace>:<name>), or "".
+func namespaceOf(username string) string {
+	parts := strings.Split(username, ":")
+	if len(parts) != 4 || parts[0] != "system" || parts[1] != "serviceaccount" {
+		return ""
+	}
+	return parts[2]
 }

@@ -29,7 +29,8 @@ func TestGuardState(t *testing.T) {
 		{"a policy without a binding is not in force", policy, nil, operator, false, ReasonGuardNotBound, GuardInstallCommand},
 		{"a binding of another policy does not count", policy, binding("other", admissionv1.Deny), operator, false, ReasonGuardNotBound, `"other"`},
 		{"a binding that only warns does not deny", policy, binding(GuardName, admissionv1.Warn, admissionv1.Audit), operator, false, ReasonGuardNotEnforced, "[Deny]"},
-		{"a guard naming another operator refuses this one", policy, binding(GuardName, admissionv1.Deny), "system:serviceaccount:operators:meshtls-operator", false, ReasonGuardNamesAnotherOperator, "system:serviceaccount:operators:meshtls-operator"},
+		{"a guard naming another operator refuses this one", policy, binding(GuardName, admissionv1.Deny), "system:serviceaccount:operators:meshtls-operator", false, ReasonGuardNamesAnotherOperator, "kustomize edit set namespace operators"},
+		{"an operator outside meshtls-system is told to set the guard's namespace", nil, nil, "system:serviceaccount:operators:meshtls-operator", false, ReasonGuardNotInstalled, "kustomize edit set namespace operators"},
 		{"policy and denying binding naming this operator", policy, binding(GuardName, admissionv1.Deny), operator, true, ReasonGuardInstalled, "installed"},
 		{"no operator user to check", policy, binding(GuardName, admissionv1.Deny, admissionv1.Audit), "", true, ReasonGuardInstalled, "installed"},
 	} {
