@@ -20,7 +20,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"sigs.k8s.io/yaml"
 
-	"github.com/meshtls/meshtls-operator/api/v1alpha1"
 	"github.com/meshtls/meshtls-operator/internal/proxy"
 	"github.com/meshtls/meshtls-operator/internal/proxy/kube"
 )
@@ -160,7 +159,12 @@ func runProxy(ctx context.Context, args []string) error {
 		}
 		p.SetConfig(obj)
 	} else {
-		cfg, err := kube.RESTConfig(f.kubeconfig, f.tokenFile)
+		var cfg *kube.Config
+		if f.kubeconfig != "" {
+			cfg, err = kube.FromKubeconfig(f.kubeconfig)
+		} else {
+			cfg, err = kube.InCluster(f.tokenFile)
+		}
 		if err != nil {
 			return err
 		}
@@ -171,7 +175,7 @@ func runProxy(ctx context.Context, args []string) error {
 		writes := prometheus.NewCounter(prometheus.CounterOpts{Name: "meshtls_proxy_status_writes_total", Help: "Writes of the PodProxyConfig status."})
 		metrics.Registry.MustRegister(writes)
 		reporter = &kube.Reporter{Writer: client, Proxy: p, Interval: f.statusInterval, Log: log, Writes: writes.Inc}
-		go client.Follow(ctx, func(obj *v1alpha1.PodProxyConfig) {
+		go client.Follow(ctx, func(obj *proxy.PodProxyConfig) {
 			if obj == nil {
 				log.Warn("no PodProxyConfig for this pod; keeping what is applied (every port STRICT until one comes)", "podproxyconfig", f.podNamespace+"/"+f.podName)
 				return
@@ -308,14 +312,17 @@ func readLines(path string) ([]string, error) {
 	return out, sc.Err()
 }
 
-func readConfig(path string) (*v1alpha1.PodProxyConfig, error) {
+func readConfig(path string) (*proxy.PodProxyConfig, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("--config: %w", err)
 	}
-	obj := &v1alpha1.PodProxyConfig{}
-	if err := yaml.UnmarshalStrict(b, obj); err != nil {
+	obj := &proxy.PodProxyConfig{}
+	if err := yaml.Unmarshal(b, obj); err != nil {
 		return nil, fmt.Errorf("--config %s is not a PodProxyConfig: %w", path, err)
+	}
+	if obj.Kind != "PodProxyConfig" {
+		return nil, fmt.Errorf("--config %s: kind %q, want PodProxyConfig (apiVersion security.meshtls.io/v1alpha1)", path, obj.Kind)
 	}
 	if _, err := proxy.ConfigFromSpec(obj); err != nil {
 		return nil, fmt.Errorf("--config %s: %w", path, err)

@@ -232,10 +232,10 @@ func TestProxyContainerContract(t *testing.T) {
 	if err != nil {
 		t.Fatalf("the proxy refuses MESHTLS_ORIGINAL_PROBES %q: %v", env, err)
 	}
-	if p := probes["app/liveness"]; p.HTTPGet == nil || p.HTTPGet.Port.IntValue() != 8080 || p.HTTPGet.Path != "/live" {
+	if p := probes["app/liveness"]; p.HTTPGet == nil || p.HTTPGet.Port.Number != 8080 || p.HTTPGet.Path != "/live" {
 		t.Errorf("want the liveness probe with its named port resolved to 8080, got %s", env)
 	}
-	if p := probes["app/readiness"]; p.TCPSocket == nil || p.TCPSocket.Port.IntValue() != 8080 {
+	if p := probes["app/readiness"]; p.TCPSocket == nil || p.TCPSocket.Port.Number != 8080 {
 		t.Errorf("want the TCP readiness probe, got %s", env)
 	}
 	if _, ok := probes["app/startup"]; ok {

@@ -7,12 +7,7 @@ import (
 	"strings"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
-
-	"github.com/meshtls/meshtls-operator/api/v1alpha1"
 )
-
-// Mode is an inbound mTLS mode, spelled as in the API.
-type Mode = v1alpha1.Mode
 
 // Config is the part of a PodProxyConfig the proxy enforces.
 type Config struct {
@@ -37,11 +32,11 @@ type Config struct {
 // ConfigFromSpec converts a PodProxyConfig into what the proxy enforces. It refuses
 // what it cannot enforce safely (an unknown mode, a malformed identity), naming the
 // field: the proxy then keeps what it enforced before.
-func ConfigFromSpec(obj *v1alpha1.PodProxyConfig) (*Config, error) {
+func ConfigFromSpec(obj *PodProxyConfig) (*Config, error) {
 	spec := &obj.Spec
 	c := &Config{
 		Hash:                spec.ConfigHash,
-		Generation:          obj.Generation,
+		Generation:          obj.Metadata.Generation,
 		PodUID:              string(spec.PodUID),
 		CertificateExpected: spec.CertificateSecretName != "",
 		Ports:               map[int]Mode{},
@@ -70,14 +65,14 @@ func ConfigFromSpec(obj *v1alpha1.PodProxyConfig) (*Config, error) {
 }
 
 func validMode(m Mode) bool {
-	return m == v1alpha1.ModeStrict || m == v1alpha1.ModePermissive || m == v1alpha1.ModeDisable
+	return m == ModeStrict || m == ModePermissive || m == ModeDisable
 }
 
 // ModeFor is the mode of an application port. Without a configuration every port
 // is STRICT: the proxy fails closed.
 func (c *Config) ModeFor(port int) Mode {
 	if c == nil {
-		return v1alpha1.ModeStrict
+		return ModeStrict
 	}
 	if m, ok := c.Ports[port]; ok {
 		return m
@@ -88,11 +83,11 @@ func (c *Config) ModeFor(port int) Mode {
 // NeedsCertificate says whether some port accepts only mTLS, so that the proxy is
 // not ready without a certificate.
 func (c *Config) NeedsCertificate() bool {
-	if c == nil || c.Default == v1alpha1.ModeStrict {
+	if c == nil || c.Default == ModeStrict {
 		return true
 	}
 	for _, m := range c.Ports {
-		if m == v1alpha1.ModeStrict {
+		if m == ModeStrict {
 			return true
 		}
 	}

@@ -12,9 +12,6 @@ import (
 	"testing"
 	"time"
 
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-
-	"github.com/meshtls/meshtls-operator/api/v1alpha1"
 	"github.com/meshtls/meshtls-operator/internal/proxy/testpki"
 )
 
@@ -92,12 +89,12 @@ func echo(c net.Conn) {
 }
 
 // ppc builds a PodProxyConfig for the harness's pod.
-func ppc(hash string, mode Mode, ports ...v1alpha1.PortMTLS) *v1alpha1.PodProxyConfig {
-	return &v1alpha1.PodProxyConfig{
-		ObjectMeta: metav1.ObjectMeta{Name: "pod", Namespace: "shop", Generation: 1},
-		Spec: v1alpha1.PodProxyConfigSpec{
+func ppc(hash string, mode Mode, ports ...PortMTLS) *PodProxyConfig {
+	return &PodProxyConfig{
+		Metadata: ObjectMeta{Name: "pod", Namespace: "shop", Generation: 1},
+		Spec: PodProxyConfigSpec{
 			PodUID: "uid-1", Identity: serverID, CertificateSecretName: "meshtls-finance-tls",
-			Inbound:    v1alpha1.InboundConfig{Mode: mode, Ports: ports},
+			Inbound:    InboundConfig{Mode: mode, Ports: ports},
 			ConfigHash: hash,
 		},
 	}

@@ -11,8 +11,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-
-	"k8s.io/apimachinery/pkg/util/intstr"
 )
 
 // Health serves the proxy's health port (15021):
@@ -37,18 +35,18 @@ type Health struct {
 // rewritten probe.
 type AppProbe struct {
 	HTTPGet *struct {
-		Path        string             `json:"path,omitempty"`
-		Port        intstr.IntOrString `json:"port"`
-		Host        string             `json:"host,omitempty"`
-		Scheme      string             `json:"scheme,omitempty"`
+		Path        string    `json:"path,omitempty"`
+		Port        PortValue `json:"port"`
+		Host        string    `json:"host,omitempty"`
+		Scheme      string    `json:"scheme,omitempty"`
 		HTTPHeaders []struct {
 			Name  string `json:"name"`
 			Value string `json:"value"`
 		} `json:"httpHeaders,omitempty"`
 	} `json:"httpGet,omitempty"`
 	TCPSocket *struct {
-		Port intstr.IntOrString `json:"port"`
-		Host string             `json:"host,omitempty"`
+		Port PortValue `json:"port"`
+		Host string    `json:"host,omitempty"`
 	} `json:"tcpSocket,omitempty"`
 	TimeoutSeconds int32 `json:"timeoutSeconds,omitempty"`
 }
@@ -65,7 +63,7 @@ func ParseProbes(s string) (map[string]AppProbe, error) {
 		return nil, fmt.Errorf("the original probes are not the JSON injection writes: %w", err)
 	}
 	for key, p := range out {
-		var port intstr.IntOrString
+		var port PortValue
 		switch {
 		case p.HTTPGet != nil:
 			port = p.HTTPGet.Port
@@ -74,8 +72,8 @@ func ParseProbes(s string) (map[string]AppProbe, error) {
 		default:
 			return nil, fmt.Errorf("original probe %s: neither httpGet nor tcpSocket", key)
 		}
-		if port.Type != intstr.Int || port.IntVal < 1 || port.IntVal > 65535 {
-			return nil, fmt.Errorf("original probe %s: port %s is not a port number (named ports must be resolved by injection)", key, port.String())
+		if port.Name != "" || port.Number < 1 || port.Number > 65535 {
+			return nil, fmt.Errorf("original probe %s: port %s is not a port number (named ports must be resolved by injection)", key, port)
 		}
 	}
 	return out, nil
@@ -125,7 +123,7 @@ func (h *Health) run(ctx context.Context, p AppProbe) error {
 			host = p.TCPSocket.Host
 		}
 		var d net.Dialer
-		c, err := d.DialContext(ctx, "tcp", net.JoinHostPort(host, strconv.Itoa(p.TCPSocket.Port.IntValue())))
+		c, err := d.DialContext(ctx, "tcp", net.JoinHostPort(host, strconv.Itoa(p.TCPSocket.Port.Number)))
 		if err != nil {
 			return err
 		}
@@ -143,7 +141,7 @@ func (h *Health) run(ctx context.Context, p AppProbe) error {
 	if !strings.HasPrefix(path, "/") {
 		path = "/" + path
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, scheme+"://"+net.JoinHostPort(host, strconv.Itoa(g.Port.IntValue()))+path, nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, scheme+"://"+net.JoinHostPort(host, strconv.Itoa(g.Port.Number))+path, nil)
 	if err != nil {
 		return err
 	}
@@ -166,6 +164,35 @@ func (h *Health) run(ctx context.Context, p AppProbe) error {
 		return fmt.Errorf("HTTP %d", resp.StatusCode)
 	}
 	return nil
+}
+
+// PortValue is a probe's port: a number, or a name (an intstr.IntOrString).
+type PortValue struct {
+	Number int
+	Name   string
+}
+
+// UnmarshalJSON implements json.Unmarshaler.
+func (p *PortValue) UnmarshalJSON(b []byte) error {
+	if len(b) > 0 && b[0] == '"' {
+		return json.Unmarshal(b, &p.Name)
+	}
+	return json.Unmarshal(b, &p.Number)
+}
+
+// MarshalJSON implements json.Marshaler.
+func (p PortValue) MarshalJSON() ([]byte, error) {
+	if p.Name != "" {
+		return json.Marshal(p.Name)
+	}
+	return json.Marshal(p.Number)
+}
+
+func (p PortValue) String() string {
+	if p.Name != "" {
+		return strconv.Quote(p.Name)
+	}
+	return strconv.Itoa(p.Number)
 }
 
 var probeClient = &http.Client{

@@ -7,8 +7,6 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
-
-	"github.com/meshtls/meshtls-operator/api/v1alpha1"
 )
 
 func TestHealth(t *testing.T) {
@@ -66,7 +64,7 @@ func TestHealth(t *testing.T) {
 		})
 	}
 	t.Run("should be ready once a configuration is applied and the certificate loaded", func(t *testing.T) {
-		h.p.SetConfig(ppc("sha256:1", v1alpha1.ModeStrict))
+		h.p.SetConfig(ppc("sha256:1", ModeStrict))
 		if code, body := get("/readyz"); code != 200 {
 			t.Fatalf("got %d %s", code, body)
 		}

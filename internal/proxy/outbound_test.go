@@ -6,8 +6,6 @@ import (
 	"testing"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
-
-	"github.com/meshtls/meshtls-operator/api/v1alpha1"
 )
 
 // outboundProxy starts a client-side proxy whose explicit outbound listener goes to
@@ -16,7 +14,7 @@ func outboundProxy(t *testing.T, h *harness, dst string, dests StaticDestination
 	src := &MemorySource{}
 	src.Set(&h.client.TLS, h.ca.CertPEM)
 	p = New(src, Options{Destinations: dests})
-	p.SetConfig(ppc("sha256:c", v1alpha1.ModeStrict))
+	p.SetConfig(ppc("sha256:c", ModeStrict))
 	ln := listen(t)
 	go func() { _ = p.ServeOutbound(ln, netip.MustParseAddrPort(dst)) }()
 	return ln.Addr().String(), p
@@ -24,7 +22,7 @@ func outboundProxy(t *testing.T, h *harness, dst string, dests StaticDestination
 
 func TestOutbound(t *testing.T) {
 	h := newHarness(t, nil)
-	h.p.SetConfig(ppc("sha256:1", v1alpha1.ModeStrict))
+	h.p.SetConfig(ppc("sha256:1", ModeStrict))
 	server := netip.MustParseAddrPort(h.addr)
 
 	t.Run("should originate mTLS to a configured destination and check its SPIFFE ID", func(t *testing.T) {

@@ -16,8 +16,6 @@ import (
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
-
-	"github.com/meshtls/meshtls-operator/api/v1alpha1"
 )
 
 // Options are the proxy's settings (the command's flags).
@@ -186,7 +184,7 @@ func (p *Proxy) Run(ctx context.Context) {
 // SetConfig applies a PodProxyConfig (nil: keep what is applied, as when the
 // object is deleted or the API server is unreachable: an applied STRICT port never
 // weakens because the proxy lost sight of its configuration).
-func (p *Proxy) SetConfig(obj *v1alpha1.PodProxyConfig) {
+func (p *Proxy) SetConfig(obj *PodProxyConfig) {
 	if obj == nil {
 		return
 	}
@@ -513,13 +511,13 @@ func (p *Proxy) inbound(c net.Conn, port int) {
 	st := p.state.Load()
 	mode := st.config.ModeFor(port)
 
-	if mode == v1alpha1.ModeDisable {
+	if mode == ModeDisable {
 		// No sniffing: bytes pass as they come, TLS included.
 		p.plaintext(c, nil, port, mode)
 		return
 	}
 	firstByte := start.Add(p.opts.HandshakeTimeout)
-	if mode == v1alpha1.ModePermissive {
+	if mode == ModePermissive {
 		firstByte = start.Add(p.opts.SniffTimeout)
 	}
 	proto, prefix, err := sniff(c, firstByte, start.Add(p.opts.HandshakeTimeout))
@@ -533,11 +531,11 @@ func (p *Proxy) inbound(c net.Conn, port int) {
 	st = p.state.Load()
 	mode = st.config.ModeFor(port)
 	switch {
-	case proto == Plaintext && mode == v1alpha1.ModeStrict:
+	case proto == Plaintext && mode == ModeStrict:
 		p.counters.RejectedPlaintext.Add(1)
 		m.connection(inbound, port, mode, ResultRejectedPlaintext)
 		_ = c.Close()
-	case proto == Plaintext || mode == v1alpha1.ModeDisable:
+	case proto == Plaintext || mode == ModeDisable:
 		p.plaintext(c, prefix, port, mode)
 	default:
 		p.terminate(c, prefix, port, mode, st, start)

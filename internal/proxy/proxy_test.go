@@ -8,13 +8,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/meshtls/meshtls-operator/api/v1alpha1"
 	"github.com/meshtls/meshtls-operator/internal/proxy/testpki"
 )
 
 func TestInboundStrict(t *testing.T) {
 	h := newHarness(t, nil)
-	h.p.SetConfig(ppc("sha256:1", v1alpha1.ModeStrict))
+	h.p.SetConfig(ppc("sha256:1", ModeStrict))
 
 	t.Run("should accept a client with a certificate from the trust bundle", func(t *testing.T) {
 		c, err := h.mtls(&h.client.TLS)
@@ -54,7 +53,7 @@ func TestInboundStrict(t *testing.T) {
 
 func TestInboundPermissive(t *testing.T) {
 	h := newHarness(t, nil)
-	h.p.SetConfig(ppc("sha256:1", v1alpha1.ModePermissive))
+	h.p.SetConfig(ppc("sha256:1", ModePermissive))
 
 	t.Run("should accept mTLS", func(t *testing.T) {
 		c, err := h.mtls(&h.client.TLS)
@@ -92,7 +91,7 @@ func TestInboundPermissiveServerFirst(t *testing.T) {
 		_, _ = io.Copy(c, c)
 	}
 	h := newHarness(t, banner)
-	h.p.SetConfig(ppc("sha256:1", v1alpha1.ModePermissive))
+	h.p.SetConfig(ppc("sha256:1", ModePermissive))
 	c, err := h.plain()
 	if err != nil {
 		t.Fatal(err)
@@ -106,7 +105,7 @@ func TestInboundPermissiveServerFirst(t *testing.T) {
 	h.wantCounters(0, 1, 0, 0)
 
 	t.Run("should count a server-first client refused on a STRICT port as rejected plaintext", func(t *testing.T) {
-		h.p.SetConfig(ppc("sha256:2", v1alpha1.ModeStrict))
+		h.p.SetConfig(ppc("sha256:2", ModeStrict))
 		c, err := h.plain()
 		if err != nil {
 			t.Fatal(err)
@@ -129,7 +128,7 @@ func TestInboundDisable(t *testing.T) {
 		got <- b
 	}
 	h := newHarness(t, record)
-	h.p.SetConfig(ppc("sha256:1", v1alpha1.ModeDisable))
+	h.p.SetConfig(ppc("sha256:1", ModeDisable))
 	// A TLS client on a DISABLE port reaches the application as it is: the proxy does
 	// not terminate TLS.
 	c, err := net.Dial("tcp", h.addr)
@@ -153,7 +152,7 @@ func TestInboundDisable(t *testing.T) {
 
 func TestPortExceptions(t *testing.T) {
 	h := newHarness(t, nil)
-	h.p.SetConfig(ppc("sha256:1", v1alpha1.ModeStrict, v1alpha1.PortMTLS{Port: int32(h.appPort), Mode: v1alpha1.ModeDisable}))
+	h.p.SetConfig(ppc("sha256:1", ModeStrict, PortMTLS{Port: int32(h.appPort), Mode: ModeDisable}))
 	c, err := h.plain()
 	if err != nil {
 		t.Fatal(err)
@@ -188,7 +187,7 @@ func TestFailClosed(t *testing.T) {
 	t.Run("should refuse everything on a STRICT port without a certificate", func(t *testing.T) {
 		h := newHarness(t, nil)
 		h.src.Set(nil, h.ca.CertPEM)
-		h.p.SetConfig(ppc("sha256:1", v1alpha1.ModeStrict))
+		h.p.SetConfig(ppc("sha256:1", ModeStrict))
 		waitFor(t, func() bool { return h.p.state.Load().server == nil })
 		if _, err := h.mtls(&h.client.TLS); err == nil {
 			t.Fatal("a handshake succeeded without a certificate")
@@ -207,7 +206,7 @@ func TestFailClosed(t *testing.T) {
 	t.Run("should refuse everything on a STRICT port without a trust bundle", func(t *testing.T) {
 		h := newHarness(t, nil)
 		h.src.Set(&h.server.TLS, nil)
-		h.p.SetConfig(ppc("sha256:1", v1alpha1.ModeStrict))
+		h.p.SetConfig(ppc("sha256:1", ModeStrict))
 		waitFor(t, func() bool { return h.p.state.Load().server == nil })
 		if _, err := h.mtls(&h.client.TLS); err == nil {
 			t.Fatal("a handshake succeeded without a trust bundle")
@@ -215,7 +214,7 @@ func TestFailClosed(t *testing.T) {
 	})
 	t.Run("should not apply a configuration for another pod of the same name", func(t *testing.T) {
 		h := newHarness(t, nil)
-		obj := ppc("sha256:1", v1alpha1.ModeDisable)
+		obj := ppc("sha256:1", ModeDisable)
 		obj.Spec.PodUID = "uid-of-the-previous-pod"
 		h.p.SetConfig(obj)
 		c, _ := h.plain()
@@ -228,7 +227,7 @@ func TestFailClosed(t *testing.T) {
 	})
 	t.Run("should keep enforcing STRICT when the PodProxyConfig disappears", func(t *testing.T) {
 		h := newHarness(t, nil)
-		h.p.SetConfig(ppc("sha256:1", v1alpha1.ModeStrict))
+		h.p.SetConfig(ppc("sha256:1", ModeStrict))
 		h.p.SetConfig(nil)
 		c, _ := h.plain()
 		if !refused(c) {
@@ -239,7 +238,7 @@ func TestFailClosed(t *testing.T) {
 
 func TestReloadKeepsConnections(t *testing.T) {
 	h := newHarness(t, nil)
-	h.p.SetConfig(ppc("sha256:1", v1alpha1.ModePermissive))
+	h.p.SetConfig(ppc("sha256:1", ModePermissive))
 	m, err := h.mtls(&h.client.TLS)
 	if err != nil {
 		t.Fatal(err)
@@ -258,7 +257,7 @@ func TestReloadKeepsConnections(t *testing.T) {
 	ca2 := testpki.MustCA("mesh-2")
 	srv2 := ca2.MustIssue(serverID)
 	h.src.Set(&srv2.TLS, append(append([]byte{}, h.ca.CertPEM...), ca2.CertPEM...))
-	h.p.SetConfig(ppc("sha256:2", v1alpha1.ModeStrict))
+	h.p.SetConfig(ppc("sha256:2", ModeStrict))
 
 	for _, c := range []net.Conn{m, pl} {
 		if err := roundTrip(c, "still there"); err != nil {
@@ -285,7 +284,7 @@ func TestReloadKeepsConnections(t *testing.T) {
 // resumption, and a client whose CA was removed must not get back in with a ticket.
 func TestResumptionRechecked(t *testing.T) {
 	h := newHarness(t, nil)
-	h.p.SetConfig(ppc("sha256:1", v1alpha1.ModeStrict))
+	h.p.SetConfig(ppc("sha256:1", ModeStrict))
 	cache := tls.NewLRUClientSessionCache(8)
 	withCache := func(c *tls.Config) { c.ClientSessionCache = cache }
 
@@ -316,7 +315,7 @@ func TestResumptionRechecked(t *testing.T) {
 		// The second line of defence on its own: a resumption that decrypts its
 		// ticket (same tls.Config, same keys) still runs VerifyConnection.
 		h2 := newHarness(t, nil)
-		h2.p.SetConfig(ppc("sha256:1", v1alpha1.ModeStrict))
+		h2.p.SetConfig(ppc("sha256:1", ModeStrict))
 		cache := tls.NewLRUClientSessionCache(8)
 		withCache := func(c *tls.Config) { c.ClientSessionCache = cache }
 		c, err := h2.mtls(&h2.client.TLS, withCache)
@@ -354,7 +353,7 @@ func TestHalfClose(t *testing.T) {
 		_, _ = c.Write(bytes.ToUpper(b))
 	}
 	h := newHarness(t, app)
-	h.p.SetConfig(ppc("sha256:1", v1alpha1.ModePermissive))
+	h.p.SetConfig(ppc("sha256:1", ModePermissive))
 	for name, dial := range map[string]func() (net.Conn, error){
 		"plaintext": h.plain,
 		"mtls": func() (net.Conn, error) {

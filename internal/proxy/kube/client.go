@@ -1,9 +1,9 @@
 // Package kube connects the proxy to the API server with the pod's own bound
 // service-account token: it follows the pod's PodProxyConfig (one object, by name)
-// and writes that object's status. It speaks the API's JSON directly over
-// client-go's authenticated transport rather than through a typed client or an
-// informer: one object needs neither a cache nor a scheme, and the sidecar's memory
-// is a feature.
+// and writes that object's status. It speaks the API's JSON over net/http rather
+// than through client-go: one object needs neither a cache, a scheme nor an
+// informer, and the sidecar's memory is a feature (the binary links no
+// k8s.io/apimachinery at all).
 package kube
 
 import (
@@ -17,63 +17,20 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/url"
-	"os"
-	"path/filepath"
 	"strconv"
 	"time"
 
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
-
-	"github.com/meshtls/meshtls-operator/api/v1alpha1"
+	"github.com/meshtls/meshtls-operator/internal/proxy"
 )
 
 // FieldManager is the proxy's field manager for its status writes.
 const FieldManager = "meshtls-proxy"
 
-// RESTConfig returns the API server connection: from kubeconfig when set (tests,
-// running outside a pod), else in-cluster from KUBERNETES_SERVICE_HOST/PORT, the
-// token file (the pod-bound token projected by injection, which the kubelet
-// rotates; client-go re-reads it) and the cluster CA next to it (ca.crt, projected
-// from the kube-root-ca.crt ConfigMap into the same volume).
-func RESTConfig(kubeconfig, tokenFile string) (*rest.Config, error) {
-	if kubeconfig != "" {
-		cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
-		if err != nil {
-			return nil, fmt.Errorf("failed to load --kubeconfig %s: %w", kubeconfig, err)
-		}
-		return cfg, nil
-	}
-	host, port := os.Getenv("KUBERNETES_SERVICE_HOST"), os.Getenv("KUBERNETES_SERVICE_PORT")
-	if host == "" || port == "" {
-		return nil, errors.New("not in a cluster (KUBERNETES_SERVICE_HOST/PORT unset) and no --kubeconfig")
-	}
-	if tokenFile == "" {
-		return nil, errors.New("no token file: set MESHTLS_TOKEN_FILE (injection does) or --token-file")
-	}
-	if _, err := os.Stat(tokenFile); err != nil {
-		return nil, fmt.Errorf("the token file: %w", err)
-	}
-	caFile := filepath.Join(filepath.Dir(tokenFile), "ca.crt")
-	if _, err := os.Stat(caFile); err != nil {
-		// Pods injected before the CA was projected with the token: the default
-		// service-account mount, when there is one.
-		caFile = "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt"
-	}
-	return &rest.Config{
-		Host:            "https://" + joinHostPort(host, port),
-		BearerTokenFile: tokenFile,
-		TLSClientConfig: rest.TLSClientConfig{CAFile: caFile},
-	}, nil
-}
-
-func joinHostPort(host, port string) string {
-	if bytes.ContainsRune([]byte(host), ':') {
-		return "[" + host + "]:" + port
-	}
-	return host + ":" + port
-}
+// API group and version of PodProxyConfig.
+const (
+	group   = "security.meshtls.io"
+	version = "v1alpha1"
+)
 
 // Client reads and watches one PodProxyConfig and writes its status.
 type Client struct {
@@ -85,15 +42,11 @@ type Client struct {
 }
 
 // NewClient makes a client for the PodProxyConfig namespace/name.
-func NewClient(cfg *rest.Config, namespace, name string, log *slog.Logger) (*Client, error) {
+func NewClient(cfg *Config, namespace, name string, log *slog.Logger) (*Client, error) {
 	if namespace == "" || name == "" {
 		return nil, errors.New("the pod's namespace and name are needed (POD_NAMESPACE and POD_NAME, which injection sets)")
 	}
-	cfg = rest.CopyConfig(cfg)
-	if cfg.UserAgent == "" {
-		cfg.UserAgent = "meshtls-proxy"
-	}
-	hc, err := rest.HTTPClientFor(cfg)
+	hc, err := cfg.HTTPClient()
 	if err != nil {
 		return nil, err
 	}
@@ -107,7 +60,7 @@ func NewClient(cfg *rest.Config, namespace, name string, log *slog.Logger) (*Cli
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	base := host.JoinPath(cfg.APIPath, "apis", v1alpha1.GroupVersion.Group, v1alpha1.GroupVersion.Version, "namespaces", namespace, "podproxyconfigs")
+	base := host.JoinPath("apis", group, version, "namespaces", namespace, "podproxyconfigs")
 	return &Client{http: hc, base: base.String(), Namespace: namespace, Name: name, Log: log}, nil
 }
 
@@ -145,7 +98,7 @@ func (c *Client) do(ctx context.Context, method, u, contentType string, body []b
 	if resp.StatusCode/100 != 2 {
 		defer resp.Body.Close()
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-		var st metav1.Status
+		var st apiStatus
 		msg := string(b)
 		if json.Unmarshal(b, &st) == nil && st.Message != "" {
 			msg = st.Message
@@ -160,7 +113,13 @@ func (c *Client) selector() string {
 }
 
 // list returns the object (nil when absent) and the list's resourceVersion.
-func (c *Client) list(ctx context.Context) (*v1alpha1.PodProxyConfig, string, error) {
+// apiStatus is a metav1.Status, the API's error body.
+type apiStatus struct {
+	Code    int32  `json:"code"`
+	Message string `json:"message"`
+}
+
+func (c *Client) list(ctx context.Context) (*proxy.PodProxyConfig, string, error) {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	resp, err := c.do(ctx, http.MethodGet, c.base+"?"+c.selector(), "", nil)
@@ -168,16 +127,21 @@ func (c *Client) list(ctx context.Context) (*v1alpha1.PodProxyConfig, string, er
 		return nil, "", err
 	}
 	defer resp.Body.Close()
-	var list v1alpha1.PodProxyConfigList
+	var list struct {
+		Metadata struct {
+			ResourceVersion string `json:"resourceVersion"`
+		} `json:"metadata"`
+		Items []proxy.PodProxyConfig `json:"items"`
+	}
 	if err := json.NewDecoder(resp.Body).Decode(&list); err != nil {
 		return nil, "", fmt.Errorf("failed to decode the PodProxyConfig list: %w", err)
 	}
 	for i := range list.Items {
-		if list.Items[i].Name == c.Name {
-			return &list.Items[i], list.ResourceVersion, nil
+		if list.Items[i].Metadata.Name == c.Name {
+			return &list.Items[i], list.Metadata.ResourceVersion, nil
 		}
 	}
-	return nil, list.ResourceVersion, nil
+	return nil, list.Metadata.ResourceVersion, nil
 }
 
 type watchEvent struct {
@@ -190,7 +154,7 @@ var errExpired = errors.New("resourceVersion expired")
 // watch streams changes from rv until the server ends the watch, calling seen
 // for each version of the object (nil: deleted). It returns the last
 // resourceVersion it saw.
-func (c *Client) watch(ctx context.Context, rv string, seen func(*v1alpha1.PodProxyConfig)) (string, error) {
+func (c *Client) watch(ctx context.Context, rv string, seen func(*proxy.PodProxyConfig)) (string, error) {
 	timeout := 300 + rand.IntN(300) // spread re-watches of many proxies
 	u := c.base + "?" + c.selector() + "&watch=true&allowWatchBookmarks=true&timeoutSeconds=" + strconv.Itoa(timeout) + "&resourceVersion=" + url.QueryEscape(rv)
 	resp, err := c.do(ctx, http.MethodGet, u, "", nil)
@@ -212,7 +176,7 @@ func (c *Client) watch(ctx context.Context, rv string, seen func(*v1alpha1.PodPr
 		}
 		switch ev.Type {
 		case "ERROR":
-			var st metav1.Status
+			var st apiStatus
 			_ = json.Unmarshal(ev.Object, &st)
 			if st.Code == http.StatusGone {
 				return rv, errExpired
@@ -220,17 +184,17 @@ func (c *Client) watch(ctx context.Context, rv string, seen func(*v1alpha1.PodPr
 			return rv, &apiError{Code: int(st.Code), Message: st.Message}
 		case "BOOKMARK":
 			var meta struct {
-				Metadata metav1.ObjectMeta `json:"metadata"`
+				Metadata proxy.ObjectMeta `json:"metadata"`
 			}
 			if json.Unmarshal(ev.Object, &meta) == nil && meta.Metadata.ResourceVersion != "" {
 				rv = meta.Metadata.ResourceVersion
 			}
 		case "ADDED", "MODIFIED", "DELETED":
-			obj := &v1alpha1.PodProxyConfig{}
+			obj := &proxy.PodProxyConfig{}
 			if err := json.Unmarshal(ev.Object, obj); err != nil {
 				return rv, fmt.Errorf("failed to decode a PodProxyConfig event: %w", err)
 			}
-			rv = obj.ResourceVersion
+			rv = obj.Metadata.ResourceVersion
 			if ev.Type == "DELETED" {
 				seen(nil)
 			} else {
@@ -244,7 +208,7 @@ func (c *Client) watch(ctx context.Context, rv string, seen func(*v1alpha1.PodPr
 // a watch from the list's resourceVersion, re-watched when the server ends it and
 // re-listed when the version expired. Failures back off exponentially with jitter
 // up to 30s. seen(nil) means the object does not exist (or was deleted).
-func (c *Client) Follow(ctx context.Context, seen func(*v1alpha1.PodProxyConfig)) {
+func (c *Client) Follow(ctx context.Context, seen func(*proxy.PodProxyConfig)) {
 	backoff := time.Duration(0)
 	fail := func(what string, err error) {
 		backoff = min(max(2*backoff, 200*time.Millisecond), 30*time.Second)
@@ -292,7 +256,7 @@ func (c *Client) Follow(ctx context.Context, seen func(*v1alpha1.PodProxyConfig)
 // PatchStatus writes the status subresource with a JSON merge patch as field
 // manager meshtls-proxy. Only the pod's own proxy may (the guard checks the token's
 // pod name); the operator never writes PodProxyConfig status.
-func (c *Client) PatchStatus(ctx context.Context, status *v1alpha1.PodProxyConfigStatus) error {
+func (c *Client) PatchStatus(ctx context.Context, status *proxy.PodProxyConfigStatus) error {
 	body, err := json.Marshal(map[string]any{"status": status})
 	if err != nil {
 		return err

@@ -6,12 +6,6 @@ import (
 	"sync"
 	"time"
 
-	apiequality "k8s.io/apimachinery/pkg/api/equality"
-	"k8s.io/apimachinery/pkg/api/meta"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
-
-	"github.com/meshtls/meshtls-operator/api/v1alpha1"
 	"github.com/meshtls/meshtls-operator/internal/proxy"
 )
 
@@ -32,7 +26,7 @@ const (
 type Observation struct {
 	Applied     proxy.Applied
 	Certificate proxy.CertificateVerdict
-	Counts      v1alpha1.ConnectionCounts
+	Counts      proxy.ConnectionCounts
 	// LastPlaintext is zero when no plaintext connection was accepted.
 	LastPlaintext time.Time
 	// Generation is the metadata.generation of the PodProxyConfig last seen.
@@ -41,12 +35,12 @@ type Observation struct {
 
 // Desired is the status the proxy would write now, given the status last written
 // (whose condition transition times are kept when a condition did not change).
-func Desired(written *v1alpha1.PodProxyConfigStatus, o Observation, now time.Time) *v1alpha1.PodProxyConfigStatus {
-	st := &v1alpha1.PodProxyConfigStatus{}
+func Desired(written *proxy.PodProxyConfigStatus, o Observation, now time.Time) *proxy.PodProxyConfigStatus {
+	st := &proxy.PodProxyConfigStatus{}
 	if written != nil {
-		st.Conditions = append([]metav1.Condition(nil), written.Conditions...)
+		st.Conditions = append([]proxy.Condition(nil), written.Conditions...)
 	}
-	applied := metav1.Condition{Type: v1alpha1.ConditionApplied, Status: metav1.ConditionFalse, ObservedGeneration: o.Generation}
+	applied := proxy.Condition{Type: proxy.ConditionApplied, Status: proxy.ConditionFalse, ObservedGeneration: o.Generation}
 	switch {
 	case o.Applied.Rejected != "":
 		applied.Reason, applied.Message = ReasonRejected, "not applying configHash "+o.Applied.RejectedHash+": "+o.Applied.Rejected
@@ -56,7 +50,7 @@ func Desired(written *v1alpha1.PodProxyConfigStatus, o Observation, now time.Tim
 			applied.Message += "; every port is STRICT meanwhile"
 		}
 	case o.Applied.Config != nil:
-		applied.Status, applied.Reason = metav1.ConditionTrue, ReasonApplied
+		applied.Status, applied.Reason = proxy.ConditionTrue, ReasonApplied
 		applied.Message = "enforcing inbound " + o.Applied.Config.String()
 	default:
 		applied.Reason, applied.Message = ReasonRejected, "no PodProxyConfig applied yet; every port is STRICT meanwhile"
@@ -64,23 +58,22 @@ func Desired(written *v1alpha1.PodProxyConfigStatus, o Observation, now time.Tim
 	if o.Applied.Config != nil {
 		st.AppliedHash = o.Applied.Config.Hash
 	}
-	cert := metav1.Condition{Type: v1alpha1.ConditionCertificateReady, Status: metav1.ConditionFalse, ObservedGeneration: o.Generation,
+	cert := proxy.Condition{Type: proxy.ConditionCertificateReady, Status: proxy.ConditionFalse, ObservedGeneration: o.Generation,
 		Reason: o.Certificate.Reason, Message: o.Certificate.Message}
 	if o.Certificate.Ready {
-		cert.Status = metav1.ConditionTrue
+		cert.Status = proxy.ConditionTrue
 	}
 	if cert.Reason == "" {
 		cert.Reason = "Unknown"
 	}
-	for _, c := range []metav1.Condition{applied, cert} {
-		c.LastTransitionTime = metav1.NewTime(now.Truncate(time.Second))
-		meta.SetStatusCondition(&st.Conditions, c)
+	for _, c := range []proxy.Condition{applied, cert} {
+		c.LastTransitionTime = proxy.Time{Time: now.Truncate(time.Second)}
+		proxy.SetCondition(&st.Conditions, c)
 	}
 	counts := o.Counts
 	st.Connections = &counts
 	if !o.LastPlaintext.IsZero() {
-		t := metav1.NewTime(o.LastPlaintext.Truncate(time.Second))
-		st.LastPlaintextTime = &t
+		st.LastPlaintextTime = &proxy.Time{Time: o.LastPlaintext.Truncate(time.Second)}
 	}
 	return st
 }
@@ -90,14 +83,14 @@ func Desired(written *v1alpha1.PodProxyConfigStatus, o Observation, now time.Tim
 // (since the last write that carried counters); nothing when nothing changed. It
 // returns whether to write now, and otherwise how long until counters may be
 // written (0: nothing pending). It is pure.
-func Decide(written, desired *v1alpha1.PodProxyConfigStatus, lastWrite, now time.Time, interval time.Duration) (bool, time.Duration) {
+func Decide(written, desired *proxy.PodProxyConfigStatus, lastWrite, now time.Time, interval time.Duration) (bool, time.Duration) {
 	if written == nil {
 		return true, 0
 	}
 	if written.AppliedHash != desired.AppliedHash || !sameConditions(written.Conditions, desired.Conditions) {
 		return true, 0
 	}
-	if apiequality.Semantic.DeepEqual(written.Connections, desired.Connections) &&
+	if countsEqual(written.Connections, desired.Connections) &&
 		timesEqual(written.LastPlaintextTime, desired.LastPlaintextTime) {
 		return false, 0
 	}
@@ -107,12 +100,19 @@ func Decide(written, desired *v1alpha1.PodProxyConfigStatus, lastWrite, now time
 	return true, 0
 }
 
-func sameConditions(a, b []metav1.Condition) bool {
+func countsEqual(a, b *proxy.ConnectionCounts) bool {
+	if a == nil || b == nil {
+		return a == nil && b == nil
+	}
+	return *a == *b
+}
+
+func sameConditions(a, b []proxy.Condition) bool {
 	if len(a) != len(b) {
 		return false
 	}
 	for _, x := range a {
-		y := meta.FindStatusCondition(b, x.Type)
+		y := proxy.FindCondition(b, x.Type)
 		if y == nil || x.Status != y.Status || x.Reason != y.Reason || x.Message != y.Message || x.ObservedGeneration != y.ObservedGeneration {
 			return false
 		}
@@ -120,7 +120,7 @@ func sameConditions(a, b []metav1.Condition) bool {
 	return true
 }
 
-func timesEqual(a, b *metav1.Time) bool {
+func timesEqual(a, b *proxy.Time) bool {
 	if a == nil || b == nil {
 		return a == nil && b == nil
 	}
@@ -129,7 +129,7 @@ func timesEqual(a, b *metav1.Time) bool {
 
 // StatusWriter writes a PodProxyConfig's status (Client does, over the API).
 type StatusWriter interface {
-	PatchStatus(ctx context.Context, status *v1alpha1.PodProxyConfigStatus) error
+	PatchStatus(ctx context.Context, status *proxy.PodProxyConfigStatus) error
 }
 
 // Reporter writes the proxy's PodProxyConfig status by Decide's discipline.
@@ -142,9 +142,9 @@ type Reporter struct {
 	Writes func()
 
 	mu         sync.Mutex
-	uid        types.UID
+	uid        string
 	generation int64
-	written    *v1alpha1.PodProxyConfigStatus // nil until the object was seen
+	written    *proxy.PodProxyConfigStatus // nil until the object was seen
 	lastWrite  time.Time
 	seen       chan struct{}
 }
@@ -152,7 +152,7 @@ type Reporter struct {
 // Observe tells the reporter about the PodProxyConfig as the watch saw it. The
 // first time (and when the object was re-created) its status becomes the baseline,
 // so that a restarted proxy does not rewrite an unchanged status.
-func (r *Reporter) Observe(obj *v1alpha1.PodProxyConfig) {
+func (r *Reporter) Observe(obj *proxy.PodProxyConfig) {
 	if obj == nil {
 		return
 	}
@@ -160,11 +160,12 @@ func (r *Reporter) Observe(obj *v1alpha1.PodProxyConfig) {
 	if r.seen == nil {
 		r.seen = make(chan struct{}, 1)
 	}
-	r.generation = obj.Generation
-	if obj.UID != r.uid {
-		r.uid = obj.UID
-		st := obj.Status.DeepCopy()
-		r.written = st
+	r.generation = obj.Metadata.Generation
+	if obj.Metadata.UID != r.uid {
+		r.uid = obj.Metadata.UID
+		st := obj.Status
+		st.Conditions = append([]proxy.Condition(nil), st.Conditions...)
+		r.written = &st
 	}
 	r.mu.Unlock()
 	select {
@@ -178,7 +179,7 @@ func (r *Reporter) observation() Observation {
 	o := Observation{
 		Applied:     r.Proxy.Applied(),
 		Certificate: r.Proxy.Certificate(),
-		Counts: v1alpha1.ConnectionCounts{
+		Counts: proxy.ConnectionCounts{
 			MTLS: c.MTLS.Load(), Plaintext: c.Plaintext.Load(),
 			RejectedPlaintext: c.RejectedPlaintext.Load(), HandshakeFailures: c.HandshakeFailures.Load(),
 		},

@@ -4,18 +4,15 @@ import (
 	"testing"
 	"time"
 
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-
-	"github.com/meshtls/meshtls-operator/api/v1alpha1"
 	"github.com/meshtls/meshtls-operator/internal/proxy"
 )
 
 func TestDecide(t *testing.T) {
 	t0 := time.Date(2026, 11, 23, 18, 0, 0, 0, time.UTC)
-	cfg := func(hash string) *proxy.Config { return &proxy.Config{Hash: hash, Default: v1alpha1.ModeStrict} }
+	cfg := func(hash string) *proxy.Config { return &proxy.Config{Hash: hash, Default: proxy.ModeStrict} }
 	ready := proxy.CertificateVerdict{Ready: true, Reason: ReasonCertificateLoaded, Message: "ok"}
 	obs := func(hash string, mtls int64) Observation {
-		return Observation{Applied: proxy.Applied{Config: cfg(hash)}, Certificate: ready, Counts: v1alpha1.ConnectionCounts{MTLS: mtls}, Generation: 1}
+		return Observation{Applied: proxy.Applied{Config: cfg(hash)}, Certificate: ready, Counts: proxy.ConnectionCounts{MTLS: mtls}, Generation: 1}
 	}
 	written := Desired(nil, obs("sha256:a", 5), t0)
 
@@ -67,21 +64,21 @@ func TestDecide(t *testing.T) {
 
 func TestDesired(t *testing.T) {
 	t0 := time.Date(2026, 11, 23, 18, 0, 0, 0, time.UTC)
-	o := Observation{Applied: proxy.Applied{Config: &proxy.Config{Hash: "sha256:a", Default: v1alpha1.ModeStrict}},
+	o := Observation{Applied: proxy.Applied{Config: &proxy.Config{Hash: "sha256:a", Default: proxy.ModeStrict}},
 		Certificate: proxy.CertificateVerdict{Ready: true, Reason: ReasonCertificateLoaded, Message: "ok"}, Generation: 3}
 	first := Desired(nil, o, t0)
 	if first.AppliedHash != "sha256:a" || len(first.Conditions) != 2 {
 		t.Fatalf("got %+v", first)
 	}
 	for _, c := range first.Conditions {
-		if c.Status != metav1.ConditionTrue || c.ObservedGeneration != 3 {
+		if c.Status != proxy.ConditionTrue || c.ObservedGeneration != 3 {
 			t.Fatalf("want %s True at generation 3, got %+v", c.Type, c)
 		}
 	}
 	t.Run("should keep the transition time of an unchanged condition", func(t *testing.T) {
 		later := Desired(first, o, t0.Add(time.Hour))
 		for i := range later.Conditions {
-			if !later.Conditions[i].LastTransitionTime.Equal(&first.Conditions[i].LastTransitionTime) {
+			if !later.Conditions[i].LastTransitionTime.Equal(first.Conditions[i].LastTransitionTime.Time) {
 				t.Fatal("the transition time moved")
 			}
 		}
@@ -89,7 +86,7 @@ func TestDesired(t *testing.T) {
 	t.Run("should say every port is STRICT before a configuration is applied", func(t *testing.T) {
 		none := Desired(nil, Observation{}, t0)
 		c := none.Conditions[0]
-		if c.Type != v1alpha1.ConditionApplied || c.Status != metav1.ConditionFalse || none.AppliedHash != "" {
+		if c.Type != proxy.ConditionApplied || c.Status != proxy.ConditionFalse || none.AppliedHash != "" {
 			t.Fatalf("got %+v", none)
 		}
 	})

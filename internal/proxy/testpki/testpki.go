@@ -16,6 +16,7 @@ import (
 	"encoding/pem"
 	"fmt"
 	"math/big"
+	"net"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -121,6 +122,12 @@ func ValidBetween(notBefore, notAfter time.Time) Option {
 // WithDNSNames adds DNS SANs.
 func WithDNSNames(names ...string) Option {
 	return func(c *x509.Certificate) { c.DNSNames = append(c.DNSNames, names...) }
+}
+
+// WithIPAddresses adds IP SANs (for clients that check the server's address, like
+// ghostunnel's client mode).
+func WithIPAddresses(ips ...net.IP) Option {
+	return func(c *x509.Certificate) { c.IPAddresses = append(c.IPAddresses, ips...) }
 }
 
 // Issue signs a leaf for the SPIFFE ID id with what cert-manager puts in a meshtls
