@@ -20,13 +20,13 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
-	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
 
 	"github.com/meshtls/meshtls-operator/api/v1alpha1"
 	"github.com/meshtls/meshtls-operator/controllers"
 	"github.com/meshtls/meshtls-operator/internal/inject"
+	"github.com/meshtls/meshtls-operator/internal/metricsauth"
 	"github.com/meshtls/meshtls-operator/internal/policy"
 	"github.com/meshtls/meshtls-operator/internal/scheme"
 	"github.com/meshtls/meshtls-operator/webhooks"
@@ -80,7 +80,7 @@ func New(cfg *rest.Config, o Options) (ctrl.Manager, *policy.Index, error) {
 	}
 	metricsOpts := metricsserver.Options{BindAddress: o.MetricsAddr, SecureServing: o.MetricsSecure, TLSOpts: tlsOpts}
 	if o.MetricsSecure {
-		metricsOpts.FilterProvider = filters.WithAuthenticationAndAuthorization
+		metricsOpts.FilterProvider = metricsauth.Provider
 	}
 
 	leaderNS := o.LeaderElectionNamespace
