@@ -5,6 +5,8 @@ package manifests
 
 import (
 	"fmt"
+	"io/fs"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -152,6 +154,64 @@ func TestPrometheus(t *testing.T) {
 	for _, r := range def.Resources() {
 		if r.GetKind() == "ServiceMonitor" || r.GetKind() == "PodMonitor" {
 			t.Errorf("config/default installs a %s: it needs the Prometheus Operator, keep ../prometheus optional", r.GetKind())
+		}
+	}
+}
+
+// TestDefaultFollowsNamespace: with config/default's namespace changed, nothing in
+// the install names meshtls-system any more: the guard admits the operator of the new
+// namespace, the injection webhooks exclude it, and the webhook certificate is for the
+// Service there.
+func TestDefaultFollowsNamespace(t *testing.T) {
+	const other = "mesh-ops"
+	mem := filesys.MakeFsInMemory()
+	root := testenv.RepoRoot()
+	err := filepath.WalkDir(filepath.Join(root, "config"), func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(root, path)
+		if rel == filepath.Join("config", "default", "kustomization.yaml") {
+			b = []byte(strings.Replace(string(b), "\nnamespace: meshtls-system\n", "\nnamespace: "+other+"\n", 1))
+		}
+		return mem.WriteFile(filepath.Join("/", rel), b)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := krusty.MakeKustomizer(krusty.MakeDefaultOptions()).Run(mem, "/config/default")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := m.AsYaml()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(out), "meshtls-system") {
+		for _, line := range strings.Split(string(out), "\n") {
+			if strings.Contains(line, "meshtls-system") {
+				t.Errorf("config/default with namespace %s still says: %s", other, strings.TrimSpace(line))
+			}
+		}
+	}
+	for _, want := range []string{
+		"'system:serviceaccount:" + other + ":meshtls-operator'",
+		"meshtls-webhook." + other + ".svc",
+		"cert-manager.io/inject-ca-from: " + other + "/meshtls-webhook",
+	} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("config/default with namespace %s does not say %s", other, want)
+		}
+	}
+	injector := find(t, m, "MutatingWebhookConfiguration", "meshtls-injector")
+	for _, h := range injector["webhooks"].([]any) {
+		w := h.(map[string]any)
+		if !strings.Contains(fmt.Sprint(w["namespaceSelector"]), other) {
+			t.Errorf("webhook %v does not exclude the operator's namespace %s: %v", w["name"], other, w["namespaceSelector"])
 		}
 	}
 }
