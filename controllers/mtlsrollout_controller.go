@@ -19,8 +19,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
-	"sigs.k8s.io/controller-runtime/pkg/recorder"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/recorder"
 
 	"github.com/meshtls/meshtls-operator/api/v1alpha1"
 	"github.com/meshtls/meshtls-operator/internal/metrics"
@@ -244,7 +244,9 @@ func (r *MTLSRolloutReconciler) wakeAll(relevant func(old, obj client.Object) bo
 // the namespace of a PodProxyConfig that changed: a thousand proxies reporting within
 // a few seconds make one step, not a thousand.
 func (r *MTLSRolloutReconciler) wakeForProxies() handler.TypedEventHandler[client.Object, reconcile.Request] {
-	wake := func(ctx context.Context, obj client.Object, q queue) { r.enqueue(ctx, q, obj.GetNamespace(), r.ProxyDelay) }
+	wake := func(ctx context.Context, obj client.Object, q queue) {
+		r.enqueue(ctx, q, obj.GetNamespace(), r.ProxyDelay)
+	}
 	return handler.TypedFuncs[client.Object, reconcile.Request]{
 		CreateFunc: func(ctx context.Context, e event.TypedCreateEvent[client.Object], q queue) { wake(ctx, e.Object, q) },
 		UpdateFunc: func(ctx context.Context, e event.TypedUpdateEvent[client.Object], q queue) { wake(ctx, e.ObjectNew, q) },
@@ -289,4 +291,6 @@ func watching(ro *v1alpha1.MTLSRollout, namespace string) bool {
 	return false
 }
 
-func generationChanged(old, obj client.Object) bool { return old.GetGeneration() != obj.GetGeneration() }
+func generationChanged(old, obj client.Object) bool {
+	return old.GetGeneration() != obj.GetGeneration()
+}
