@@ -135,8 +135,10 @@ func (r *MTLSRolloutReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 	}
 	after := r.Poll
 	if !res.RequeueAt.IsZero() {
-		if d := res.RequeueAt.Sub(r.Now()); d < after {
-			after = max(d, 0) + 50*time.Millisecond // past the second Step rounds to
+		// Just past the time asked for (Step decides to the second), and never a
+		// tight loop.
+		if d := res.RequeueAt.Sub(r.Now()) + 50*time.Millisecond; d < after {
+			after = max(d, 500*time.Millisecond)
 		}
 	}
 	return ctrl.Result{RequeueAfter: after}, nil
