@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -69,8 +70,16 @@ func (r *PodProxyConfigReconciler) markForeign(req ctrl.Request, podUID string, 
 	}
 }
 
+// reconciles counts PodProxyConfig reconciles, for Reconciles.
+var reconciles atomic.Int64
+
+// Reconciles is the number of PodProxyConfig reconciles since start: the composition
+// root watches it to hand memory back to the OS after a burst.
+func Reconciles() int64 { return reconciles.Load() }
+
 // Reconcile reconciles the PodProxyConfig of the pod named by req.
 func (r *PodProxyConfigReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	reconciles.Add(1)
 	result, meshed := r.Index.Resolve(req.Namespace, req.Name)
 
 	current := &v1alpha1.PodProxyConfig{}

@@ -162,9 +162,39 @@ func New(cfg *rest.Config, o Options) (ctrl.Manager, *policy.Index, error) {
 		if mgr.GetCache().WaitForCacheSync(ctx) {
 			debug.FreeOSMemory()
 		}
+		trimAfterBursts(ctx, 5*time.Second, controllers.Reconciles, debug.FreeOSMemory)
 		return nil
 	})); err != nil {
 		return nil, nil, err
 	}
 	return mgr, ix, nil
+}
+
+// burstReconciles is how many PodProxyConfig reconciles make a burst worth handing
+// its garbage back to the OS for (a cold start, a mesh-wide flip).
+const burstReconciles = 1000
+
+// trimAfterBursts calls free once the PodProxyConfig controller goes idle after a
+// burst: a burst leaves the heap goal at 1.5x its peak, and without allocation no GC
+// runs to bring it down, so the process would keep that memory while idle. It checks
+// count every interval and frees at most once per burst.
+func trimAfterBursts(ctx context.Context, interval time.Duration, count func() int64, free func()) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	last, sinceFree := count(), int64(0)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		now := count()
+		busy := now - last
+		last = now
+		sinceFree += busy
+		if busy == 0 && sinceFree >= burstReconciles {
+			free()
+			sinceFree = 0
+		}
+	}
 }
