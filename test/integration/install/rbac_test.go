@@ -58,8 +58,8 @@ var writeUses = []writeUse{
 	{"", "events", "patch", "internal/operator/operator.go", "LeaderElection:", "a repeated leader-election event is patched"},
 	{"coordination.k8s.io", "leases", "create", "internal/operator/operator.go", "LeaderElectionID:", "the leader-election Lease"},
 	{"coordination.k8s.io", "leases", "update", "internal/operator/operator.go", "LeaderElectionID:", "renewing and releasing the Lease"},
-	{"authentication.k8s.io", "tokenreviews", "create", "internal/operator/operator.go", "filters.WithAuthenticationAndAuthorization", "who calls /metrics"},
-	{"authorization.k8s.io", "subjectaccessreviews", "create", "internal/operator/operator.go", "filters.WithAuthenticationAndAuthorization", "may the caller get /metrics"},
+	{"authentication.k8s.io", "tokenreviews", "create", "internal/metricsauth/metricsauth.go", "TokenReviews().Create(", "who calls /metrics"},
+	{"authorization.k8s.io", "subjectaccessreviews", "create", "internal/metricsauth/metricsauth.go", "SubjectAccessReviews().Create(", "may the caller get /metrics"},
 }
 
 // everyUser are the rules the API server's bootstrap policy grants every
