@@ -3,6 +3,7 @@ package install
 import (
 	"context"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
@@ -86,8 +87,13 @@ func checkRBAC(t *testing.T, ctx context.Context, cfg *rest.Config, namespaces .
 	for _, u := range writeUses {
 		b, err := os.ReadFile(filepath.Join(testenv.RepoRoot(), u.file))
 		if err != nil || !strings.Contains(string(b), u.evidence) {
-			t.Errorf("writeUses: %s %s/%s names code %q in %s that is not there any more: is the permission still needed?", u.verb, u.group, u.resource, u.evidence, u.file)
-			continue
+			// Moved code still counts: look for it in the operator's sources.
+			where := findInSources(t, u.evidence)
+			if where == "" {
+				t.Errorf("writeUses: %s %s/%s names code %q (in %s) that is not in the operator's sources any more: is the permission still needed?", u.verb, u.group, u.resource, u.evidence, u.file)
+				continue
+			}
+			t.Logf("writeUses: the code of %s %s/%s moved from %s to %s", u.verb, u.group, u.resource, u.file, where)
 		}
 		used[u.group+"/"+u.resource+"/"+u.verb] = u
 	}
@@ -149,4 +155,25 @@ func keys(m map[string]bool) []string {
 	}
 	slices.Sort(out)
 	return out
+}
+
+// findInSources returns the first non-test Go file of the operator (cmd, controllers,
+// internal, webhooks) that contains code, or "".
+func findInSources(t *testing.T, code string) string {
+	t.Helper()
+	found := ""
+	for _, dir := range []string{"cmd", "controllers", "internal", "webhooks"} {
+		_ = filepath.WalkDir(filepath.Join(testenv.RepoRoot(), dir), func(path string, d fs.DirEntry, err error) error {
+			if err != nil || found != "" || d.IsDir() || !strings.HasSuffix(path, ".go") || strings.HasSuffix(path, "_test.go") ||
+				strings.Contains(path, string(filepath.Separator)+"testenv"+string(filepath.Separator)) {
+				return err
+			}
+			b, err := os.ReadFile(path)
+			if err == nil && strings.Contains(string(b), code) {
+				found, _ = filepath.Rel(testenv.RepoRoot(), path)
+			}
+			return err
+		})
+	}
+	return found
 }
