@@ -316,6 +316,31 @@ func checkMeshed(t *testing.T, ctx context.Context, samples []*unstructured.Unst
 		return nil
 	})
 	waitCurrent(t, ctx, ppcs)
+	// What the operator made for the namespace: the ServiceAccount's Certificate
+	// (issued by cert-manager), the trust bundle and the proxies' RoleBinding.
+	var made []*unstructured.Unstructured
+	for _, k := range operatorMadeKinds {
+		eventually(t, 2*time.Minute, "the operator's "+k.kind+" in "+appNamespace, func() error {
+			list := &unstructured.UnstructuredList{}
+			list.SetGroupVersionKind(gvk(k.apiVersion, k.kind))
+			if err := env.Client.List(ctx, list, client.InNamespace(appNamespace), client.MatchingLabels{"app.kubernetes.io/managed-by": "meshtls-operator"}); err != nil {
+				return err
+			}
+			if len(list.Items) == 0 {
+				return fmt.Errorf("none yet")
+			}
+			for i := range list.Items {
+				made = append(made, &list.Items[i])
+			}
+			return nil
+		})
+	}
+	waitCurrent(t, ctx, made)
+	for _, o := range made {
+		if o.GetKind() == "Certificate" {
+			waitCondition(t, ctx, o, "Ready", "True")
+		}
+	}
 	var policies []*unstructured.Unstructured
 	for _, o := range samples {
 		if o.GetKind() == "MTLSRollout" {
