@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"net/netip"
 	"os"
 	"runtime/debug"
@@ -56,6 +57,7 @@ type proxyFlags struct {
 	originalProbes                  string
 	logLevel                        string
 	gcPercent                       int
+	pprofAddr                       string
 }
 
 func parseProxyFlags(args []string) (*proxyFlags, error) {
@@ -87,6 +89,7 @@ func parseProxyFlags(args []string) (*proxyFlags, error) {
 	fs.DurationVar(&f.drainTimeout, "drain-timeout", 5*time.Second, "on SIGTERM, how long open connections may finish after the listeners close")
 	fs.StringVar(&f.originalProbes, "original-probes", os.Getenv("MESHTLS_ORIGINAL_PROBES"), "the application's original probes as JSON (injection sets it) [MESHTLS_ORIGINAL_PROBES]")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&f.pprofAddr, "pprof-addr", "", "address of a net/http/pprof endpoint for profiling; off when empty")
 	fs.IntVar(&f.gcPercent, "gc-percent", 50, "Go GC target percentage when GOGC is unset: lower keeps the sidecar's memory smaller at some CPU")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -253,6 +256,14 @@ func runProxy(ctx context.Context, args []string) error {
 	}
 	if f.healthAddr != "" {
 		servers = append(servers, httpServer(f.healthAddr, &proxy.Health{Proxy: p, Probes: probes, Host: f.upstreamHost}))
+	}
+	if f.pprofAddr != "" {
+		mux := http.NewServeMux()
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		servers = append(servers, httpServer(f.pprofAddr, mux))
 	}
 	for _, s := range servers {
 		ln, err := listen(s.Addr)

@@ -119,6 +119,8 @@ type state struct {
 	noTLS string
 	// clients caches outbound client configurations per expected identity.
 	clients sync.Map // spiffeid.ID -> *tls.Config
+	// verified caches accepted peer chains for this trust bundle and trust domain.
+	verified *verifyCache
 	// cert is the verdict on the pod's own certificate.
 	cert CertificateVerdict
 }
@@ -289,9 +291,9 @@ func (p *Proxy) rebuild() {
 	// against changed; a mode change keeps sessions resumable.
 	if st.noTLS == "" {
 		if prev != nil && prev.server != nil && prev.material == mat && prev.trustDomain == st.trustDomain {
-			st.server = prev.server
+			st.server, st.verified = prev.server, prev.verified
 		} else {
-			st.server = serverConfig(mat.Certificate, p.opts.KeyExchange, p.verifyClient)
+			st.server, st.verified = serverConfig(mat.Certificate, p.opts.KeyExchange, p.verifyClient), newVerifyCache()
 		}
 	}
 	p.state.Store(st)
@@ -357,7 +359,12 @@ func trimPeer(s string) string {
 // trust bundle and trust domain current now, on full and resumed handshakes alike.
 func (p *Proxy) verifyClient(cs tls.ConnectionState) error {
 	st := p.state.Load()
-	_, err := VerifyPeer(cs.PeerCertificates, PeerPolicy{TrustDomain: st.trustDomain, Roots: st.material.Roots, Now: time.Now(), Role: PeerClient})
+	pol := PeerPolicy{TrustDomain: st.trustDomain, Roots: st.material.Roots, Now: time.Now(), Role: PeerClient}
+	if st.verified == nil {
+		_, err := VerifyPeer(cs.PeerCertificates, pol)
+		return err
+	}
+	_, err := st.verified.verify(cs.PeerCertificates, pol)
 	return err
 }
 
@@ -372,7 +379,12 @@ func (st *state) clientConfig(p *Proxy, expected spiffeid.ID) *tls.Config {
 	}
 	c := clientConfig(st.material.Certificate, p.opts.KeyExchange, func(cs tls.ConnectionState) error {
 		cur := p.state.Load()
-		_, err := VerifyPeer(cs.PeerCertificates, PeerPolicy{TrustDomain: cur.trustDomain, Roots: cur.material.Roots, Now: time.Now(), Role: PeerServer, Expected: expected})
+		pol := PeerPolicy{TrustDomain: cur.trustDomain, Roots: cur.material.Roots, Now: time.Now(), Role: PeerServer, Expected: expected}
+		if cur.verified == nil {
+			_, err := VerifyPeer(cs.PeerCertificates, pol)
+			return err
+		}
+		_, err := cur.verified.verify(cs.PeerCertificates, pol)
 		return err
 	})
 	actual, _ := st.clients.LoadOrStore(expected, c)

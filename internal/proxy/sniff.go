@@ -87,38 +87,36 @@ var errSilent = errors.New("the client sent nothing before the sniffing deadline
 // sniff reads the first bytes of c and classifies them. The first byte must come
 // within firstByte (a client that stays silent longer is treated as a server-first
 // plaintext client: errSilent, Plaintext); the rest of a ClientHello header must come
-// before rest. It reads at most sniffLen bytes, so what it consumed is returned as
-// prefix to be replayed. A client that closes before sending anything gives io.EOF.
+// before rest. Everything it read is returned as prefix, to be replayed: on a TCP
+// connection it reads whatever the client sent so far (usually the whole
+// ClientHello, which the TLS handshake then takes from memory instead of another
+// read), without holding a buffer while it waits. A client that closes before
+// sending anything gives io.EOF.
 func sniff(c net.Conn, firstByte, rest time.Time) (Protocol, []byte, error) {
-	buf := make([]byte, sniffLen)
-	n := 0
-	restSet := false
+	var prefix []byte
 	if err := c.SetReadDeadline(firstByte); err != nil {
 		return Plaintext, nil, err
 	}
 	for {
-		m, err := c.Read(buf[n:])
-		n += m
-		if p := Classify(buf[:n]); p != NeedMore {
-			return p, buf[:n], c.SetReadDeadline(time.Time{})
+		b, err := readAvailable(c)
+		prefix = append(prefix, b...)
+		if p := Classify(prefix); p != NeedMore {
+			return p, prefix, c.SetReadDeadline(time.Time{})
 		}
 		if err != nil {
-			if n == 0 && errors.Is(err, os.ErrDeadlineExceeded) {
+			if len(prefix) == 0 && errors.Is(err, os.ErrDeadlineExceeded) {
 				_ = c.SetReadDeadline(time.Time{})
 				return Plaintext, nil, errSilent
 			}
 			// A partial ClientHello header that stops coming: TLS it was, and the
 			// handshake (which will fail) counts it.
-			if n > 0 && errors.Is(err, os.ErrDeadlineExceeded) {
-				return TLS, buf[:n], c.SetReadDeadline(time.Time{})
+			if len(prefix) > 0 && errors.Is(err, os.ErrDeadlineExceeded) {
+				return TLS, prefix, c.SetReadDeadline(time.Time{})
 			}
-			return NeedMore, buf[:n], err
+			return NeedMore, prefix, err
 		}
-		if n > 0 && !restSet {
-			restSet = true
-			if err := c.SetReadDeadline(rest); err != nil {
-				return NeedMore, buf[:n], err
-			}
+		if err := c.SetReadDeadline(rest); err != nil {
+			return NeedMore, prefix, err
 		}
 	}
 }

@@ -87,7 +87,16 @@ func TestVerifyPeer(t *testing.T) {
 			if tc.policy != nil {
 				tc.policy(&p)
 			}
-			id, err := VerifyPeer(tc.chain(), p)
+			chain := tc.chain()
+			id, err := VerifyPeer(chain, p)
+			// The cache answers what VerifyPeer answers, on a miss and on a hit.
+			cache := newVerifyCache()
+			for i := 0; i < 2; i++ {
+				cid, cerr := cache.verify(chain, p)
+				if cid != id || (cerr == nil) != (err == nil) || cerr != nil && cerr.Error() != err.Error() {
+					t.Fatalf("cache pass %d: %v %v, VerifyPeer: %v %v", i, cid, cerr, id, err)
+				}
+			}
 			if tc.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
 					t.Fatalf("want an error containing %q, got id=%v err=%v", tc.wantErr, id, err)
@@ -115,6 +124,56 @@ func BenchmarkVerifyPeer(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		if _, err := VerifyPeer(chain, p); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func TestVerifyCache(t *testing.T) {
+	ca := testpki.MustCA("mesh")
+	now := time.Now()
+	leaf := ca.MustIssue(clientID, testpki.ValidBetween(now.Add(-time.Hour), now.Add(time.Hour)))
+	chain := []*x509.Certificate{leaf.Cert}
+	p := PeerPolicy{TrustDomain: spiffeid.RequireTrustDomainFromString("cluster.local"), Roots: ca.Pool(), Now: now}
+	c := newVerifyCache()
+	if _, err := c.verify(chain, p); err != nil {
+		t.Fatal(err)
+	}
+	t.Run("should re-check the clock on a hit", func(t *testing.T) {
+		later := p
+		later.Now = now.Add(2 * time.Hour)
+		if _, err := c.verify(chain, later); err == nil || !strings.Contains(err.Error(), "expired") {
+			t.Fatalf("an expired chain passed from the cache: %v", err)
+		}
+	})
+	t.Run("should check the expected identity on a hit", func(t *testing.T) {
+		out := p
+		out.Role, out.Expected = PeerServer, spiffeid.RequireFromString(serverID)
+		if _, err := c.verify(chain, out); err == nil || !strings.Contains(err.Error(), "unexpected peer SPIFFE ID") {
+			t.Fatalf("got %v", err)
+		}
+	})
+	t.Run("should stay bounded", func(t *testing.T) {
+		for i := 0; len(c.m) < verifyCacheSize; i++ {
+			c.m[[32]byte{byte(i), byte(i >> 8), 1}] = cachedPeer{}
+		}
+		if _, err := c.verify([]*x509.Certificate{ca.MustIssue(clientID).Cert}, p); err != nil {
+			t.Fatal(err)
+		}
+		if len(c.m) != verifyCacheSize {
+			t.Fatalf("%d entries, want at most %d", len(c.m), verifyCacheSize)
+		}
+	})
+}
+
+func BenchmarkVerifyCacheHit(b *testing.B) {
+	ca := testpki.MustCA("mesh")
+	chain := []*x509.Certificate{ca.MustIssue(clientID).Cert}
+	p := PeerPolicy{TrustDomain: spiffeid.RequireTrustDomainFromString("cluster.local"), Roots: ca.Pool(), Now: time.Now()}
+	c := newVerifyCache()
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := c.verify(chain, p); err != nil {
 			b.Fatal(err)
 		}
 	}

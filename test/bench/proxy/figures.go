@@ -43,32 +43,38 @@ func (b *bench) connectionRate() error {
 	}
 
 	section(fmt.Sprintf("New mTLS connections per second (TLS 1.3, ECDSA P-256, client certificate + SPIFFE check, one 1-byte round trip each, %d concurrent clients)", *workers))
-	rate := map[string]float64{}
+	rate, cpuPer := map[string]float64{}, map[string]float64{}
 	targets := []struct{ name, addr string }{{"bare", bareAddr}, {"proxy", proxyAddr}}
 	if ghost != nil {
 		targets = append(targets, struct{ name, addr string }{"ghostunnel", ghostAddr})
 	}
 	// Interleave the targets round by round, so that a slow moment of the machine
 	// does not fall on one of them only.
-	samples := map[string][]float64{}
+	samples, cpus := map[string][]float64{}, map[string][]float64{}
 	for r := 0; r < *rounds; r++ {
 		for _, tg := range targets {
-			v, err := connRate(tlsDialer(tg.addr, cfg), *workers, *duration)
+			if r == 0 && tg.name == "proxy" {
+				profile("connrate", *duration, prx)
+			}
+			v, cpu, err := b.measure(func() (float64, error) { return connRate(tlsDialer(tg.addr, cfg), *workers, *duration) })
 			if err != nil {
 				return fmt.Errorf("%s: %w", tg.name, err)
 			}
 			samples[tg.name] = append(samples[tg.name], v)
+			cpus[tg.name] = append(cpus[tg.name], cpu/(v*duration.Seconds()))
 		}
 	}
 	for name, s := range samples {
 		rate[name] = medianOf(s)
+		cpuPer[name] = medianOf(cpus[name])
 	}
-	row("bare crypto/tls server (same handshake)", perSec(rate["bare"]), fmt.Sprintf("reference; issue measured 1,780-1,960/s; group %s", group(bareAddr)))
-	row("meshtls-proxy (server side)", perSec(rate["proxy"]), fmt.Sprintf("target >= 1,500/s: %s; group %s", verdict(rate["proxy"] >= 1500), group(proxyAddr)))
-	row("  ratio to bare", fmt.Sprintf("%.2f", rate["proxy"]/rate["bare"]), "target >= 0.80: "+verdict(rate["proxy"]/rate["bare"] >= 0.8))
+	eff := func(name string) float64 { return cpuPer["bare"] / cpuPer[name] }
+	row("bare crypto/tls server (same handshake)", perSec(rate["bare"]), fmt.Sprintf("reference; issue measured 1,780-1,960/s; CPU %s/conn; group %s", us(cpuDur(cpuPer["bare"])), group(bareAddr)))
+	row("meshtls-proxy (server side)", perSec(rate["proxy"]), fmt.Sprintf("target >= 1,500/s: %s; CPU %s/conn; group %s", verdict(rate["proxy"] >= 1500), us(cpuDur(cpuPer["proxy"])), group(proxyAddr)))
+	row("  ratio to bare", fmt.Sprintf("%.2f", rate["proxy"]/rate["bare"]), fmt.Sprintf("target >= 0.80: %s (by CPU per connection: %.2f)", verdict(rate["proxy"]/rate["bare"] >= 0.8), eff("proxy")))
 	if ghost != nil {
-		row("ghostunnel "+ghostunnelVersion+" --allow-uri", perSec(rate["ghostunnel"]), fmt.Sprintf("reference; issue measured 1,370-1,410/s; group %s", group(ghostAddr)))
-		row("  meshtls-proxy / ghostunnel", fmt.Sprintf("%.2fx", rate["proxy"]/rate["ghostunnel"]), "target >= 1.10x: "+verdict(rate["proxy"]/rate["ghostunnel"] >= 1.1))
+		row("ghostunnel "+ghostunnelVersion+" --allow-uri", perSec(rate["ghostunnel"]), fmt.Sprintf("reference; issue measured 1,370-1,410/s; CPU %s/conn; group %s", us(cpuDur(cpuPer["ghostunnel"])), group(ghostAddr)))
+		row("  meshtls-proxy / ghostunnel", fmt.Sprintf("%.2fx", rate["proxy"]/rate["ghostunnel"]), fmt.Sprintf("target >= 1.10x: %s (by CPU per connection: %.2fx)", verdict(rate["proxy"]/rate["ghostunnel"] >= 1.1), cpuPer["ghostunnel"]/cpuPer["proxy"]))
 	}
 	// The same with the hybrid post-quantum group, to show what the default avoids.
 	pq, err := b.proxy("server-proxy-pq", b.pki.serverDir, ppcYAML("STRICT", nil), "--inbound-listen="+freePortFor(&proxyAddr)+"="+portOf(echoAddr), "--key-exchange=X25519MLKEM768,X25519,P-256")
@@ -88,6 +94,15 @@ func (b *bench) connectionRate() error {
 	}
 	return nil
 }
+
+// measure runs fn and returns its result with the CPU time all processes spent.
+func (b *bench) measure(fn func() (float64, error)) (float64, float64, error) {
+	before := b.cpu()
+	v, err := fn()
+	return v, (b.cpu() - before).Seconds(), err
+}
+
+func cpuDur(seconds float64) time.Duration { return time.Duration(seconds * float64(time.Second)) }
 
 func freePortFor(addr *string) string {
 	*addr = freePort()
@@ -126,14 +141,16 @@ func (b *bench) bulkAndLatency() error {
 	// The pair: the client proxy originates mTLS to the server proxy's inbound
 	// listeners (explicit outbound destinations), which forward to the sink or echo.
 	srvSink, srvEcho := freePort(), freePort()
-	if _, err := b.proxy("server-proxy-pair", b.pki.serverDir, ppcYAML("STRICT", nil),
-		"--inbound-listen="+srvSink+"="+portOf(sinkAddr), "--inbound-listen="+srvEcho+"="+portOf(echoAddr)); err != nil {
+	srvPair, err := b.proxy("server-proxy-pair", b.pki.serverDir, ppcYAML("STRICT", nil),
+		"--inbound-listen="+srvSink+"="+portOf(sinkAddr), "--inbound-listen="+srvEcho+"="+portOf(echoAddr))
+	if err != nil {
 		return err
 	}
 	cliSink, cliEcho := freePort(), freePort()
-	if _, err := b.proxy("client-proxy", b.pki.clientDir, ppcYAML("STRICT", nil),
+	cliPair, err := b.proxy("client-proxy", b.pki.clientDir, ppcYAML("STRICT", nil),
 		"--outbound-listen="+cliSink+"="+srvSink, "--outbound-listen="+cliEcho+"="+srvEcho,
-		"--outbound-destination="+srvSink+"="+serverID, "--outbound-destination="+srvEcho+"="+serverID); err != nil {
+		"--outbound-destination="+srvSink+"="+serverID, "--outbound-destination="+srvEcho+"="+serverID)
+	if err != nil {
 		return err
 	}
 	var ghostSink, ghostEcho string
@@ -167,26 +184,33 @@ func (b *bench) bulkAndLatency() error {
 			dial dialer
 		}{"ghostunnel pair", plainDialer(ghostSink)})
 	}
-	samples := map[string][]float64{}
+	samples, cpus := map[string][]float64{}, map[string][]float64{}
 	for r := 0; r < *rounds; r++ {
 		for _, pth := range paths {
-			v, err := throughput(pth.dial)
+			if r == 0 && pth.name == "meshtls-proxy pair" {
+				profile("bulk", 1*time.Second, srvPair, cliPair)
+			}
+			v, cpu, err := b.measure(func() (float64, error) { return throughput(pth.dial) })
 			if err != nil {
 				return fmt.Errorf("%s: %w", pth.name, err)
 			}
 			samples[pth.name] = append(samples[pth.name], v)
+			cpus[pth.name] = append(cpus[pth.name], cpu/float64(*bulk)*1024) // CPU per GiB
 		}
 	}
+	cpuGiB := map[string]float64{}
 	for k, s := range samples {
 		tput[k] = medianOf(s)
+		cpuGiB[k] = medianOf(cpus[k])
 	}
-	row("plain TCP", mibps(tput["plain TCP"]), "reference")
-	row("direct crypto/tls", mibps(tput["direct crypto/tls"]), "reference")
-	row("meshtls-proxy client + server", mibps(tput["meshtls-proxy pair"]), "")
+	perGiB := func(k string) string { return fmt.Sprintf("CPU %.2fs/GiB", cpuGiB[k]) }
+	row("plain TCP", mibps(tput["plain TCP"]), "reference; "+perGiB("plain TCP"))
+	row("direct crypto/tls", mibps(tput["direct crypto/tls"]), "reference; "+perGiB("direct crypto/tls"))
+	row("meshtls-proxy client + server", mibps(tput["meshtls-proxy pair"]), perGiB("meshtls-proxy pair"))
 	row("  ratio to direct crypto/tls", fmt.Sprintf("%.2f", tput["meshtls-proxy pair"]/tput["direct crypto/tls"]), "target >= 0.80: "+verdict(tput["meshtls-proxy pair"]/tput["direct crypto/tls"] >= 0.8))
 	row("  ratio to plain TCP", fmt.Sprintf("%.2f", tput["meshtls-proxy pair"]/tput["plain TCP"]), "target >= 0.55: "+verdict(tput["meshtls-proxy pair"]/tput["plain TCP"] >= 0.55))
 	if ghostSink != "" {
-		row("ghostunnel client + server", mibps(tput["ghostunnel pair"]), "reference")
+		row("ghostunnel client + server", mibps(tput["ghostunnel pair"]), "reference; "+perGiB("ghostunnel pair"))
 		row("  meshtls-proxy / ghostunnel", fmt.Sprintf("%.2fx", tput["meshtls-proxy pair"]/tput["ghostunnel pair"]), "target >= 1.00x: "+verdict(tput["meshtls-proxy pair"]/tput["ghostunnel pair"] >= 1.0))
 	}
 

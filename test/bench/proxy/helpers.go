@@ -127,8 +127,9 @@ func bareConfig() (*tls.Config, error) {
 
 // process is a helper or a proxy the benchmark started.
 type process struct {
-	cmd  *exec.Cmd
-	name string
+	cmd   *exec.Cmd
+	name  string
+	pprof string // address of the proxy's pprof endpoint, if any
 }
 
 func (p *process) pid() int { return p.cmd.Process.Pid }

@@ -25,10 +25,8 @@ package main
 
 import (
 	"bufio"
-	"context"
 	"crypto/tls"
 	"encoding/binary"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -62,6 +60,9 @@ var (
 	watchers   = flag.Int("watchers", 1000, "config clients in one process for the scaled propagation measurement")
 	changes    = flag.Int("changes", 50, "PodProxyConfig changes per propagation measurement")
 	bulk       = flag.Int64("bulk-mib", 512, "MiB sent per bulk-throughput measurement")
+	only       = flag.String("only", "", "run only these measurements (comma-separated: connrate, bulk, modes, memory, api)")
+	proxyArgs  = flag.String("proxy-args", "", "extra arguments for every meshtls-proxy (space-separated), for experiments")
+	pprofDir   = flag.String("pprof", "", "directory for CPU profiles of the proxies during each measurement (off when empty)")
 	ghostCache = flag.String("ghostunnel", "", "ghostunnel binary (default: built into the meshtls cache)")
 )
 
@@ -70,8 +71,8 @@ type bench struct {
 	proxyBin string
 	ghostBin string
 	pki      struct {
-		ca                   *testpki.CA
-		server, client       *testpki.Leaf
+		ca                    *testpki.CA
+		server, client        *testpki.Leaf
 		serverCert, serverKey string
 		clientCert, clientKey string
 		caFile                string
@@ -106,7 +107,9 @@ func (b *bench) run() error {
 	if err := b.setupPKI(); err != nil {
 		return err
 	}
-	fmt.Printf("meshtls-proxy benchmark: %d CPUs, loopback, %s per measurement, median of %d rounds\n", numCPU(), *duration, *rounds)
+	fmt.Printf("meshtls-proxy benchmark: %d CPUs, loopback, %s per measurement, median of %d rounds; load average %s\n", numCPU(), *duration, *rounds, loadavg())
+	fmt.Println("Rates are wall-clock on this machine, client included; \"CPU\" is the CPU time of every process of the run (clients, servers, proxies,")
+	fmt.Println("applications) per unit of work, which other load on the machine does not change: compare those when the load average is high.")
 	b.proxyBin = filepath.Join(b.dir, "meshtls-proxy")
 	build := exec.Command("go", "build", "-o", b.proxyBin, "./cmd/proxy")
 	build.Dir = testenv.RepoRoot()
@@ -118,20 +121,16 @@ func (b *bench) run() error {
 			return err
 		}
 	}
-	if err := b.connectionRate(); err != nil {
-		return err
-	}
-	if err := b.bulkAndLatency(); err != nil {
-		return err
-	}
-	if err := b.modes(); err != nil {
-		return err
-	}
-	if err := b.memory(); err != nil {
-		return err
-	}
-	if !*noAPI {
-		if err := b.policyPropagation(); err != nil {
+	for _, m := range []struct {
+		name string
+		run  func() error
+	}{
+		{"connrate", b.connectionRate}, {"bulk", b.bulkAndLatency}, {"modes", b.modes}, {"memory", b.memory}, {"api", b.policyPropagation},
+	} {
+		if *only != "" && !strings.Contains(","+*only+",", ","+m.name+",") || m.name == "api" && *noAPI {
+			continue
+		}
+		if err := m.run(); err != nil {
 			return err
 		}
 	}
@@ -231,10 +230,17 @@ func (b *bench) proxy(name, certDir, mode string, args ...string) (*process, err
 	}
 	all := append([]string{"proxy", "--config=" + cfg, "--inbound-capture-addr=", "--outbound-capture-addr=", "--metrics-addr=",
 		"--health-addr=" + health, "--cert-dir=" + certDir, "--trust-dir=" + b.pki.trustDir, "--log-level=warn"}, args...)
+	all = append(all, strings.Fields(*proxyArgs)...)
+	pprofAddr := ""
+	if *pprofDir != "" {
+		pprofAddr = freePort()
+		all = append(all, "--pprof-addr="+pprofAddr)
+	}
 	p, err := b.start(name, exec.Command(b.proxyBin, all...), nil)
 	if err != nil {
 		return nil, err
 	}
+	p.pprof = pprofAddr
 	return p, waitHTTP("http://"+health+"/readyz", 10*time.Second)
 }
 
@@ -459,6 +465,41 @@ func numCPU() int {
 	return max(1, strings.Count(string(b), "processor\t:"))
 }
 
+// cpuOf is the CPU time (user + system) a process has used, from /proc.
+func cpuOf(pid int) time.Duration {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	s := string(b)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
+	// Fields after the command: state is 0, utime 11, stime 12 (in clock ticks, 100/s).
+	u, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(u+st) * 10 * time.Millisecond
+}
+
+// cpu is the CPU time used by the benchmark itself (the clients) and every process
+// it started: measured over a window, it is the whole cost of what ran in it.
+func (b *bench) cpu() time.Duration {
+	t := cpuOf(os.Getpid())
+	for _, p := range b.procs {
+		if p.cmd.ProcessState == nil {
+			t += cpuOf(p.pid())
+		}
+	}
+	return t
+}
+
+func loadavg() string {
+	b, _ := os.ReadFile("/proc/loadavg")
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "?"
+	}
+	return strings.Join(f[:3], " ")
+}
+
 func rssKiB(pid int) int {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
@@ -473,6 +514,29 @@ func rssKiB(pid int) int {
 	return 0
 }
 
-var errSkip = errors.New("skipped")
-
-var _ = context.Background
+// profile records a CPU profile of the proxies for d, in the background, when
+// -pprof is set.
+func profile(what string, d time.Duration, procs ...*process) {
+	if *pprofDir == "" {
+		return
+	}
+	_ = os.MkdirAll(*pprofDir, 0o755)
+	for _, p := range procs {
+		if p == nil || p.pprof == "" {
+			continue
+		}
+		go func() {
+			resp, err := http.Get(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", p.pprof, int(d.Seconds())))
+			if err != nil {
+				return
+			}
+			defer resp.Body.Close()
+			f, err := os.Create(filepath.Join(*pprofDir, what+"-"+p.name+".pprof"))
+			if err != nil {
+				return
+			}
+			defer f.Close()
+			_, _ = io.Copy(f, resp.Body)
+		}()
+	}
+}
