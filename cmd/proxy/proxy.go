@@ -17,8 +17,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"sigs.k8s.io/yaml"
 
 	"github.com/meshtls/meshtls-operator/internal/proxy"
@@ -175,9 +173,8 @@ func runProxy(ctx context.Context, args []string) error {
 		if err != nil {
 			return err
 		}
-		writes := prometheus.NewCounter(prometheus.CounterOpts{Name: "meshtls_proxy_status_writes_total", Help: "Writes of the PodProxyConfig status."})
-		metrics.Registry.MustRegister(writes)
-		reporter = &kube.Reporter{Writer: client, Proxy: p, Interval: f.statusInterval, Log: log, Writes: writes.Inc}
+		writes := metrics.Counter("meshtls_proxy_status_writes_total", "Writes of the PodProxyConfig status.")
+		reporter = &kube.Reporter{Writer: client, Proxy: p, Interval: f.statusInterval, Log: log, Writes: func() { writes.Add(1) }}
 		go client.Follow(ctx, func(obj *proxy.PodProxyConfig) {
 			if obj == nil {
 				log.Warn("no PodProxyConfig for this pod; keeping what is applied (every port STRICT until one comes)", "podproxyconfig", f.podNamespace+"/"+f.podName)
@@ -251,7 +248,7 @@ func runProxy(ctx context.Context, args []string) error {
 	var servers []*http.Server
 	if f.metricsAddr != "" {
 		mux := http.NewServeMux()
-		mux.Handle("/metrics", promhttp.HandlerFor(metrics.Registry, promhttp.HandlerOpts{}))
+		mux.Handle("/metrics", metrics)
 		servers = append(servers, httpServer(f.metricsAddr, mux))
 	}
 	if f.healthAddr != "" {

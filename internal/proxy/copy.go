@@ -6,8 +6,6 @@ import (
 	"io"
 	"net"
 	"sync"
-
-	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Buffers for copies that involve TLS (plain TCP to plain TCP is spliced by the
@@ -28,7 +26,7 @@ var (
 // relay copies both ways between the downstream connection and the upstream one
 // until both directions are done, half-closing each side when the other stops
 // sending, and closes both. received counts bytes from downstream, sent bytes to it.
-func relay(down, up net.Conn, received, sent prometheus.Counter) {
+func relay(down, up net.Conn, received, sent Counter) {
 	done := make(chan struct{})
 	go func() {
 		pipe(up, down, received)
@@ -43,12 +41,12 @@ func relay(down, up net.Conn, received, sent prometheus.Counter) {
 // pipe copies src to dst. On a clean end of src it half-closes dst, so the peer
 // sees the end of the stream while the other direction goes on; on an error it
 // closes both, which ends the other direction too.
-func pipe(dst, src net.Conn, counter prometheus.Counter) {
+func pipe(dst, src net.Conn, counter Counter) {
 	var err error
 	if plainTCP(dst) && plainTCP(src) {
 		var n int64
 		n, err = io.Copy(dst, src)
-		counter.Add(float64(n))
+		counter.Add(int(n))
 	} else {
 		err = copyAdaptive(dst, src, counter)
 	}
@@ -67,7 +65,7 @@ func plainTCP(c net.Conn) bool {
 	return ok
 }
 
-func copyAdaptive(dst io.Writer, src io.Reader, counter prometheus.Counter) error {
+func copyAdaptive(dst io.Writer, src io.Reader, counter Counter) error {
 	large := false
 	for {
 		pool := &smallPool
@@ -80,7 +78,7 @@ func copyAdaptive(dst io.Writer, src io.Reader, counter prometheus.Counter) erro
 		var werr error
 		if n > 0 {
 			_, werr = dst.Write(buf[:n])
-			counter.Add(float64(n))
+			counter.Add(int(n))
 		}
 		large = n == len(buf)
 		pool.Put(bp)

@@ -43,7 +43,7 @@ type Options struct {
 	OriginalDst func(*net.TCPConn) (netip.AddrPort, error)
 	// Destinations are the outbound destinations that get mTLS.
 	Destinations Destinations
-	// Metrics receives the proxy's metrics; nil: a private registry.
+	// Metrics receives the proxy's metrics; nil: private ones.
 	Metrics *Metrics
 	// Log receives the proxy's logs; nil: discarded.
 	Log *slog.Logger
@@ -169,7 +169,7 @@ func (p *Proxy) Run(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 		case <-updates:
-			p.opts.Metrics.reloads.WithLabelValues("certificate").Inc()
+			p.opts.Metrics.reload("certificate")
 			p.rebuild()
 		case <-expiry:
 			p.rebuild()
@@ -205,7 +205,7 @@ func (p *Proxy) SetConfig(obj *PodProxyConfig) {
 	p.rejected, p.rejectedHash = "", ""
 	p.config = c
 	p.mu.Unlock()
-	p.opts.Metrics.reloads.WithLabelValues("config").Inc()
+	p.opts.Metrics.reload("config")
 	p.opts.Log.Info("applying the PodProxyConfig", "hash", c.Hash, "inbound", c.String())
 	p.rebuild()
 }
@@ -517,8 +517,8 @@ const (
 // inbound handles one connection for an application port.
 func (p *Proxy) inbound(c net.Conn, port int) {
 	m := p.opts.Metrics
-	m.active.WithLabelValues(inbound).Inc()
-	defer m.active.WithLabelValues(inbound).Dec()
+	m.activeAdd(inbound, 1)
+	defer m.activeAdd(inbound, -1)
 	start := time.Now()
 	st := p.state.Load()
 	mode := st.config.ModeFor(port)
@@ -574,7 +574,7 @@ func (p *Proxy) plaintext(c net.Conn, prefix []byte, port int, mode Mode) {
 			_ = up.Close()
 			return
 		}
-		received.Add(float64(len(prefix)))
+		received.Add(len(prefix))
 	}
 	relay(c, up, received, sent)
 }
@@ -625,8 +625,8 @@ func (p *Proxy) dialApp(port int) (net.Conn, error) {
 // outbound handles one connection from the application to dst.
 func (p *Proxy) outbound(c net.Conn, dst netip.AddrPort) {
 	m := p.opts.Metrics
-	m.active.WithLabelValues(outbound).Inc()
-	defer m.active.WithLabelValues(outbound).Dec()
+	m.activeAdd(outbound, 1)
+	defer m.activeAdd(outbound, -1)
 	port := int(dst.Port())
 	expected, meshed := p.opts.Destinations.Lookup(dst)
 	mode := Mode("NONE")
