@@ -203,7 +203,9 @@ func TestLastPodGoneDeletesTheCertificate(t *testing.T) {
 		t.Fatalf("the Certificate of b went with one of its two pods: %v", err)
 	}
 	deletePod(t, ns, "b-2")
-	eventually(t, wait, func() error { return absent(&cmapi.Certificate{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "meshtls-b"}}) })
+	eventually(t, wait, func() error {
+		return absent(&cmapi.Certificate{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "meshtls-b"}})
+	})
 	if _, err := getCertificate(ns, "meshtls-a"); err != nil {
 		t.Fatalf("the Certificate of a went too: %v", err)
 	}

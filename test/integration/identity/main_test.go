@@ -56,7 +56,7 @@ func run(m *testing.M) int {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	var err error
-	env, err = testenv.Start(ctx, testenv.Options{CertManager: true, Progress: os.Stderr})
+	env, err = testenv.Start(ctx, testenv.Options{CertManager: true, Progress: os.Stderr, Dir: os.Getenv("MESHTLS_TESTENV_DIR")})
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "failed to start the local control plane: %v\n", err)
 		return 1
