@@ -46,7 +46,8 @@ controlplane: ## Build (once) and cache kube-apiserver, kube-controller-manager,
 
 .PHONY: manifests
 manifests: ## Generate CRDs and RBAC from the API types and markers.
-	$(CONTROLLER_GEN) rbac:roleName=meshtls-operator crd webhook paths=./... output:crd:artifacts:config=config/crd/bases
+	$(CONTROLLER_GEN) rbac:roleName=meshtls-operator webhook paths=./...
+	$(CONTROLLER_GEN) crd paths=./api/... output:crd:artifacts:config=config/crd/bases
 
 .PHONY: generate
 generate: ## Generate deepcopy code.
