@@ -98,3 +98,10 @@ install: ## Install the CRDs into the current kubeconfig's cluster.
 .PHONY: deploy
 deploy: ## Deploy the operator into the current kubeconfig's cluster (needs cert-manager).
 	$(KUBEBUILDER_ASSETS)/kubectl apply --server-side -k config/default
+
+.PHONY: undeploy
+undeploy: ## Remove the operator, its CRDs (and every policy) and what it made, from the current kubeconfig's cluster.
+	$(KUBEBUILDER_ASSETS)/kubectl delete mutatingwebhookconfiguration meshtls-injector --ignore-not-found
+	$(KUBEBUILDER_ASSETS)/kubectl delete validatingwebhookconfiguration meshtls-policy-validation --ignore-not-found
+	$(KUBEBUILDER_ASSETS)/kubectl delete -k config/default --ignore-not-found --wait
+	$(KUBEBUILDER_ASSETS)/kubectl delete configmaps,rolebindings.rbac.authorization.k8s.io,certificates.cert-manager.io -A -l app.kubernetes.io/managed-by=meshtls-operator --ignore-not-found
