@@ -257,6 +257,20 @@ func ppcYAML(mode string, ports map[string]string) string {
 	return s.String()
 }
 
+func execProxy(bin string, args ...string) *exec.Cmd {
+	return exec.Command(bin, append([]string{"proxy"}, args...)...)
+}
+
+func httpGet(url string) (string, error) {
+	resp, err := http.Get(url)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return string(b), err
+}
+
 func waitHTTP(url string, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	var last string
