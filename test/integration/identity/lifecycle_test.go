@@ -115,6 +115,23 @@ func TestIssuedCertificate(t *testing.T) {
 		}
 	})
 
+	t.Run("a DNS name added by hand to the operator's Certificate is removed", func(t *testing.T) {
+		c, err := getCertificate(ns, "meshtls-app")
+		must(t, err)
+		c.Spec.DNSNames = []string{"evil.example"}
+		must(t, k8s.Update(context.Background(), c, client.FieldOwner("kubectl-edit")))
+		eventually(t, wait, func() error {
+			c, err := getCertificate(ns, "meshtls-app")
+			if err != nil {
+				return err
+			}
+			if len(c.Spec.DNSNames) > 0 {
+				return fmt.Errorf("dnsNames %v", c.Spec.DNSNames)
+			}
+			return nil
+		})
+	})
+
 	t.Run("the mesh status reports the issuer, the bundle and the certificate", func(t *testing.T) {
 		waitMeshCondition(t, v1alpha1.ConditionIssuerReady, metav1.ConditionTrue, "ClusterIssuer mesh-ca is Ready")
 		waitMeshCondition(t, v1alpha1.ConditionTrustBundleReady, metav1.ConditionTrue, "Distributed")
