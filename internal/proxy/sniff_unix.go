@@ -31,18 +31,26 @@ func readAvailable(c net.Conn) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	bp := sniffPool.Get().(*[]byte)
-	defer sniffPool.Put(bp)
-	var n int
+	// The pooled buffer is taken only for the read itself, never while waiting.
+	var out []byte
 	var rerr error
 	err = rc.Read(func(fd uintptr) bool {
+		bp := sniffPool.Get().(*[]byte)
+		defer sniffPool.Put(bp)
+		var n int
 		for {
 			n, rerr = syscall.Read(int(fd), *bp)
 			if !errors.Is(rerr, syscall.EINTR) {
 				break
 			}
 		}
-		return !errors.Is(rerr, syscall.EAGAIN)
+		if errors.Is(rerr, syscall.EAGAIN) {
+			return false
+		}
+		if n > 0 {
+			out = append([]byte(nil), (*bp)[:n]...)
+		}
+		return true
 	})
 	if err != nil {
 		return nil, err
@@ -50,8 +58,8 @@ func readAvailable(c net.Conn) ([]byte, error) {
 	if rerr != nil {
 		return nil, rerr
 	}
-	if n <= 0 {
+	if len(out) == 0 {
 		return nil, io.EOF
 	}
-	return append([]byte(nil), (*bp)[:n]...), nil
+	return out, nil
 }
