@@ -97,6 +97,13 @@ func TrimPod(obj any) (any, error) {
 	return s, nil
 }
 
+// trimmedAnnotation marks a PodProxyConfig that TrimProxyConfig made, so that a second
+// pass leaves it alone. It exists only in the cache, never in the API.
+const trimmedAnnotation = "meshtls.io/cache-trimmed"
+
+// trimmedMarker is shared by every trimmed object and never modified.
+var trimmedMarker = map[string]string{trimmedAnnotation: ""}
+
 // TrimProxyConfig is the cache transform of PodProxyConfigs. The operator compares a
 // PodProxyConfig with what it wants by configHash alone (plus the observations outside
 // the hash), so the cache keeps the metadata it needs, spec.podUID, spec.configHash,
@@ -109,6 +116,11 @@ func TrimProxyConfig(obj any) (any, error) {
 	if !ok {
 		return obj, nil
 	}
+	if _, done := ppc.Annotations[trimmedAnnotation]; done {
+		// client-go may hand a stored (already trimmed) object to the transform
+		// again, on a relist: the hash of a trimmed spec would never match.
+		return ppc, nil
+	}
 	hash := ppc.Spec.ConfigHash
 	if policy.ConfigHash(ppc.Spec) != hash {
 		hash = ""
@@ -117,6 +129,7 @@ func TrimProxyConfig(obj any) (any, error) {
 	trimmed.Name, trimmed.Namespace, trimmed.UID = ppc.Name, ppc.Namespace, ppc.UID
 	trimmed.ResourceVersion, trimmed.Generation = ppc.ResourceVersion, ppc.Generation
 	trimmed.Labels, trimmed.DeletionTimestamp = ppc.Labels, ppc.DeletionTimestamp
+	trimmed.Annotations = trimmedMarker
 	trimmed.Spec = v1alpha1.PodProxyConfigSpec{
 		PodUID: ppc.Spec.PodUID, ConfigHash: hash, Sidecar: ppc.Spec.Sidecar, Certificate: ppc.Spec.Certificate,
 		// The identity controllers read these: which Certificate each pod needs.

@@ -32,6 +32,9 @@ func TestTrimPodKeepsWhatTheResolverReads(t *testing.T) {
 	if s.Name != "a" || s.Namespace != "shop" || s.UID != "u" || s.Labels["app"] != "x" {
 		t.Errorf("the summary lacks the metadata the informer keys by: %+v", s.ObjectMeta)
 	}
+	if again, _ := TrimPod(out); again != out {
+		t.Error("a second pass must leave a summary as it is")
+	}
 	if got, want := s.Pod, policy.PodFrom(pod); !got.Equal(want) {
 		t.Errorf("the resolver reads another pod from the cache:\n got %+v\nwant %+v", got, want)
 	}
@@ -50,6 +53,10 @@ func TestTrimProxyConfigEmptiesAHashThatDoesNotMatch(t *testing.T) {
 	}
 	if !sameSpec(kept, spec) {
 		t.Error("the trimmed copy must compare equal to what the operator wants")
+	}
+	again, _ := TrimProxyConfig(out)
+	if got := again.(*v1alpha1.PodProxyConfig).Spec; got.ConfigHash != spec.ConfigHash {
+		t.Errorf("a second pass (client-go may transform a stored object again) must keep the hash, got %q", got.ConfigHash)
 	}
 
 	edited := ppc.DeepCopy()
