@@ -180,7 +180,10 @@ func State(cert *cmapi.Certificate, serviceAccount, spiffeID string) v1alpha1.Ce
 	st := v1alpha1.CertificateState{Name: name, Reason: ReasonPending}
 	switch {
 	case cert == nil:
-		st.Message = fmt.Sprintf("the operator has not created Certificate %s yet", name)
+		// The same words as a Certificate cert-manager has not issued yet: to the pod
+		// both mean "waiting for issuance", and one wording saves every new pod of a
+		// new ServiceAccount a PodProxyConfig write when its Certificate appears.
+		st.Message = fmt.Sprintf("waiting for cert-manager to issue Certificate %s", name)
 		return st
 	case !Owned(cert, serviceAccount):
 		st.Reason = ReasonNotOwned
