@@ -152,7 +152,7 @@ func TestState(t *testing.T) {
 		wantMsg    string
 	}{
 		"should be Pending when the Certificate does not exist": {
-			cert: nil, wantReason: ReasonPending, wantMsg: "has not created"},
+			cert: nil, wantReason: ReasonPending, wantMsg: "waiting for cert-manager to issue"},
 		"should be NotOwned for a Certificate without our label": {
 			cert: withConditions(foreign, ready), wantReason: ReasonNotOwned, wantMsg: "not created by meshtls-operator"},
 		"should be NotOwned for our Certificate of another service account": {
