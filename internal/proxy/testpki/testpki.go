@@ -207,8 +207,12 @@ func AtomicWrite(dir string, files map[string][]byte) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
-	ts, err := os.MkdirTemp(dir, ".."+time.Now().Format("2006_01_02_15_04_05.")+"")
+	ts, err := os.MkdirTemp(dir, ".."+time.Now().Format("2006_01_02_15_04_05."))
 	if err != nil {
+		return err
+	}
+	// Readable by the pod's other users, as the kubelet's volumes are.
+	if err := os.Chmod(ts, 0o755); err != nil {
 		return err
 	}
 	for name, b := range files {
