@@ -245,4 +245,3 @@ func dialInNS(ns, addr string) (net.Conn, error) {
 	r := <-ch
 	return r.c, r.err
 }
-
