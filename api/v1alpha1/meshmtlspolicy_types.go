@@ -45,8 +45,11 @@ type MeshMTLSPolicySpec struct {
 	Certificate CertificateSettings `json:"certificate,omitempty"`
 
 	// trustBundle adds trust anchors to the bundle every proxy trusts, e.g. the old and
-	// the new root during a root rotation. Without it, the bundle is the distinct
-	// ca.crt values of the workload certificate secrets.
+	// the new root during a root rotation, or the root of an issuer that reports no
+	// CA. The bundle (ConfigMap meshtls-trust-bundle, key ca.crt, in every meshed
+	// namespace) is these roots plus the CA certificates cert-manager reported
+	// (status.ca) for the operator's CertificateRequests; the operator never reads
+	// Secrets.
 	// +optional
 	TrustBundle *TrustBundleSource `json:"trustBundle,omitempty"`
 }
@@ -158,7 +161,7 @@ type MeshMTLSPolicyStatus struct {
 	// +optional
 	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
 
-	// conditions: Ready and IssuerReady.
+	// conditions: Ready, IssuerReady, TrustBundleReady and GuardInstalled.
 	// +optional
 	// +listType=map
 	// +listMapKey=type
