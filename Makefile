@@ -29,11 +29,12 @@ test: controlplane ## Unit and integration tests against a real kube-apiserver, 
 	go test $(GO_TEST_FLAGS) ./...
 
 .PHONY: bench
-bench: controlplane ## Benchmarks: resolver and admission decisions (go test -bench), convergence and write discipline, cold start and RSS, admission latency.
+bench: controlplane ## Benchmarks: resolver and admission decisions (go test -bench), convergence and write discipline, cold start and RSS, admission latency, certificate issuance.
 	go test -run '^$$' -bench . -benchtime 2s ./internal/policy/
 	go run ./test/bench/convergence -pods 1000,5000
 	go run ./test/bench/coldstart -pods 10000 -policies 1000
 	go run ./test/bench/admission -policies 1000 -pods 5000
+	go run ./test/bench/identity
 
 .PHONY: fuzz
 fuzz: ## Run each fuzz target briefly (FUZZTIME per target, default 10s).
