@@ -5,8 +5,6 @@ package e2e
 import (
 	"bufio"
 	"context"
-	"crypto/x509"
-	"encoding/pem"
 	"fmt"
 	"io"
 	"net"
@@ -20,9 +18,9 @@ import (
 	"testing"
 	"time"
 
+	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
 	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -37,8 +35,9 @@ import (
 // manager as its own ServiceAccount with its admission webhooks served to that control
 // plane. Then it walks through docs/local-cluster.md with the kubectl it built: a
 // Deployment in a meshed namespace gets injected pods and their PodProxyConfigs, the
-// webhooks refuse an ambiguous policy, cert-manager issues a SPIFFE certificate. Ctrl-C
-// stops it all and leaves no process behind.
+// webhooks refuse an ambiguous policy, and with a MeshMTLSPolicy naming mesh-ca the
+// operator gets a pod its SPIFFE certificate from cert-manager and distributes the
+// trust bundle it chains to. Ctrl-C stops it all and leaves no process behind.
 func TestMakeRunWithoutCluster(t *testing.T) {
 	if _, err := testenv.AssetsDir(); err != nil {
 		t.Fatal(err)
@@ -247,47 +246,108 @@ spec:
 		}
 	})
 
-	t.Run("cert-manager issues a SPIFFE certificate from mesh-ca", func(t *testing.T) {
+	t.Run("the operator gets a pod its SPIFFE identity from mesh-ca", func(t *testing.T) {
 		const ns, spiffeID = "run-e2e", "spiffe://cluster.local/ns/run-e2e/sa/demo"
-		if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
-			t.Fatal(err)
-		}
-		cert := &unstructured.Unstructured{Object: map[string]any{
-			"apiVersion": "cert-manager.io/v1",
-			"kind":       "Certificate",
-			"metadata":   map[string]any{"name": "demo", "namespace": ns},
-			"spec": map[string]any{
-				"secretName": "demo-tls",
-				"uris":       []any{spiffeID},
-				"duration":   "1h",
-				"usages":     []any{"server auth", "client auth", "digital signature"},
-				"privateKey": map[string]any{"algorithm": "ECDSA", "size": int64(256), "rotationPolicy": "Always"},
-				"issuerRef":  map[string]any{"name": testenv.MeshCAIssuer, "kind": "ClusterIssuer", "group": "cert-manager.io"},
-			},
-		}}
-		if err := c.Create(ctx, cert); err != nil {
-			t.Fatal(err)
-		}
-		secret := &corev1.Secret{}
+		mustKubectl(t, `apiVersion: security.meshtls.io/v1alpha1
+kind: MeshMTLSPolicy
+metadata: {name: default}
+spec:
+  issuerRef: {name: mesh-ca, kind: ClusterIssuer, group: cert-manager.io}
+`, "apply", "-f", "-")
+		// The ServiceAccount admission plugin refuses a pod whose ServiceAccount does
+		// not exist, so demo comes first.
+		mustKubectl(t, `apiVersion: v1
+kind: Namespace
+metadata:
+  name: run-e2e
+  labels: {meshtls.io/inject: enabled}
+---
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: demo, namespace: run-e2e}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: demo, namespace: run-e2e, labels: {app: demo}}
+spec:
+  serviceAccountName: demo
+  containers:
+  - {name: app, image: nginx:1.27, ports: [{containerPort: 80}]}
+`, "apply", "-f", "-")
+
+		// The pod's PodProxyConfig names the identity and says when cert-manager has
+		// issued it.
+		ppc := &v1alpha1.PodProxyConfig{}
 		waitFor(t, ctx, 2*time.Minute, func() error {
-			if err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: "demo-tls"}, secret); err != nil {
+			if err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: "demo"}, ppc); err != nil {
 				return err
 			}
-			if len(secret.Data["tls.crt"]) == 0 {
-				return fmt.Errorf("secret has no tls.crt yet")
+			if ppc.Spec.Certificate == nil {
+				return fmt.Errorf("PodProxyConfig %s/demo has no spec.certificate", ns)
+			}
+			if !ppc.Spec.Certificate.Ready {
+				return fmt.Errorf("PodProxyConfig %s/demo: certificate %s not ready (%s): %s", ns, ppc.Spec.Certificate.Name, ppc.Spec.Certificate.Reason, ppc.Spec.Certificate.Message)
 			}
 			return nil
 		})
-		leaf := parseCert(t, secret.Data["tls.crt"])
-		if len(leaf.URIs) != 1 || leaf.URIs[0].String() != spiffeID {
-			t.Errorf("URI SANs = %v, want exactly [%s]", leaf.URIs, spiffeID)
+		if ppc.Spec.Identity != spiffeID || ppc.Spec.ServiceAccountName != "demo" ||
+			ppc.Spec.Certificate.Name != "meshtls-demo" || ppc.Spec.CertificateSecretName != "meshtls-demo-tls" {
+			t.Errorf("PodProxyConfig %s/demo: identity %q, serviceAccountName %q, certificate %q, secret %q; want %s, demo, meshtls-demo, meshtls-demo-tls",
+				ns, ppc.Spec.Identity, ppc.Spec.ServiceAccountName, ppc.Spec.Certificate.Name, ppc.Spec.CertificateSecretName, spiffeID)
 		}
-		roots := x509.NewCertPool()
-		if !roots.AppendCertsFromPEM(secret.Data["ca.crt"]) {
-			t.Fatalf("secret has no usable ca.crt")
+
+		// The Certificate is the operator's, not one anybody else wrote.
+		cert := &cmapi.Certificate{}
+		if err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: "meshtls-demo"}, cert); err != nil {
+			t.Fatal(err)
 		}
-		if _, err := leaf.Verify(x509.VerifyOptions{Roots: roots, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
-			t.Errorf("the leaf does not chain to the mesh root: %v", err)
+		if err := certificateReady(cert); err != nil {
+			t.Error(err)
+		}
+		if cert.Labels["app.kubernetes.io/managed-by"] != "meshtls-operator" {
+			t.Errorf("Certificate %s/meshtls-demo labels %v: want app.kubernetes.io/managed-by=meshtls-operator", ns, cert.Labels)
+		}
+		if cert.Spec.SecretName != "meshtls-demo-tls" || !slices.Equal(cert.Spec.URIs, []string{spiffeID}) || len(cert.Spec.DNSNames) != 0 ||
+			cert.Spec.IssuerRef.Name != testenv.MeshCAIssuer || cert.Spec.IssuerRef.Kind != "ClusterIssuer" {
+			t.Errorf("Certificate %s/meshtls-demo: secretName %q, uris %v, dnsNames %v, issuerRef %+v", ns, cert.Spec.SecretName, cert.Spec.URIs, cert.Spec.DNSNames, cert.Spec.IssuerRef)
+		}
+		mustKubectl(t, "", "get", "certificates", "-n", ns)
+
+		// The mesh reports the issuer ready and the trust bundle in every meshed
+		// namespace (shop's too).
+		mesh := &v1alpha1.MeshMTLSPolicy{}
+		waitFor(t, ctx, time.Minute, func() error {
+			if err := c.Get(ctx, client.ObjectKey{Name: v1alpha1.MeshMTLSPolicyName}, mesh); err != nil {
+				return err
+			}
+			for _, typ := range []string{v1alpha1.ConditionIssuerReady, v1alpha1.ConditionTrustBundleReady} {
+				if err := conditionTrue(mesh.Status.Conditions, typ); err != nil {
+					return fmt.Errorf("MeshMTLSPolicy default: %w", err)
+				}
+			}
+			return nil
+		})
+
+		// The proxies of the namespace may read their PodProxyConfigs.
+		rb := &rbacv1.RoleBinding{}
+		if err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: "meshtls-proxy"}, rb); err != nil {
+			t.Errorf("RoleBinding %s/meshtls-proxy: %v", ns, err)
+		} else if rb.RoleRef.Kind != "ClusterRole" || rb.RoleRef.Name != "meshtls-proxy" {
+			t.Errorf("RoleBinding %s/meshtls-proxy binds %s %s, want ClusterRole meshtls-proxy", ns, rb.RoleRef.Kind, rb.RoleRef.Name)
+		}
+
+		// The leaf, as the pod's proxy reads it, verified against the namespace's trust
+		// bundle as its peers do. (The operator never reads Secrets; the test is admin.)
+		bundle := &corev1.ConfigMap{}
+		if err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: "meshtls-trust-bundle"}, bundle); err != nil {
+			t.Fatal(err)
+		}
+		secret := &corev1.Secret{}
+		if err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: "meshtls-demo-tls"}, secret); err != nil {
+			t.Fatal(err)
+		}
+		if err := checkWorkloadLeaf(secret.Data["tls.crt"], []byte(bundle.Data["ca.crt"]), spiffeID); err != nil {
+			t.Errorf("Secret %s/meshtls-demo-tls against ConfigMap %s/meshtls-trust-bundle: %v", ns, ns, err)
 		}
 	})
 
@@ -361,19 +421,6 @@ func freeAddr(t *testing.T) string {
 	}
 	defer l.Close()
 	return l.Addr().String()
-}
-
-func parseCert(t *testing.T, pemBytes []byte) *x509.Certificate {
-	t.Helper()
-	block, _ := pem.Decode(pemBytes)
-	if block == nil {
-		t.Fatal("tls.crt holds no PEM block")
-	}
-	cert, err := x509.ParseCertificate(block.Bytes)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return cert
 }
 
 func waitFor(t *testing.T, ctx context.Context, timeout time.Duration, check func() error) {
