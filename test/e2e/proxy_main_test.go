@@ -73,7 +73,8 @@ func proxyBinary(t *testing.T) string {
 	return proxyBuild.path
 }
 
-// controlPlane starts kube-apiserver and etcd once for the package.
+// controlPlane starts kube-apiserver, etcd, kube-controller-manager and
+// cert-manager (with the mesh-ca ClusterIssuer ready) once for the package.
 func controlPlane(t *testing.T) *testenv.Env {
 	t.Helper()
 	sharedEnv.once.Do(func() {
@@ -81,7 +82,7 @@ func controlPlane(t *testing.T) *testenv.Env {
 			sharedEnv.err = err
 			return
 		}
-		sharedEnv.env, sharedEnv.err = testenv.Start(context.Background(), testenv.Options{Progress: os.Stderr})
+		sharedEnv.env, sharedEnv.err = testenv.Start(context.Background(), testenv.Options{CertManager: true, Progress: os.Stderr})
 	})
 	if sharedEnv.err != nil {
 		t.Fatal(sharedEnv.err)
