@@ -114,7 +114,7 @@ func (r *MTLSRolloutReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 			if apierrors.IsConflict(err) || apierrors.IsNotFound(err) {
 				// Someone changed the rollout: decide again on the newer version
 				// (its event brings it back), and act on nothing decided here.
-				return ctrl.Result{Requeue: true}, nil //nolint:staticcheck // a conflict is a known wait
+				return ctrl.Result{RequeueAfter: time.Second}, nil
 			}
 			return ctrl.Result{}, fmt.Errorf("failed to update status of MTLSRollout %s: %w", ro.Name, err)
 		}
