@@ -107,7 +107,11 @@ func (r *MTLSRolloutReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 	}
 	res := rollout.Step(ro.Spec, ro.Status, obs, now)
 
-	// The status first: it records each decision before the cluster sees it.
+	// The status first: it records each decision before the cluster sees it. The
+	// update carries the resourceVersion Step decided from, so a decision made on a
+	// stale cached status (our previous write not seen yet) fails here, and its
+	// actions are never carried out. Every new action comes with a change of status;
+	// only the idempotent repeats of recorded decisions go without one.
 	if !apiequality.Semantic.DeepEqual(ro.Status, res.Status) {
 		ro.Status = res.Status
 		if err := r.Client.Status().Update(ctx, ro, client.FieldOwner(FieldManager)); err != nil {
