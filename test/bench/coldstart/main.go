@@ -9,6 +9,8 @@ package main
 
 import (
 	"context"
+	"net"
+	"os/exec"
 	"flag"
 	"fmt"
 	"os"
@@ -87,7 +89,12 @@ func run(n, policies int) error {
 	fmt.Printf("  filled the cluster in %.1fs\n", time.Since(fillStart).Seconds())
 
 	for _, phase := range []string{"first start (creates every PodProxyConfig)", "restart (every PodProxyConfig in place)"} {
-		mgr, err := benchutil.StartManager(bin, env.KubeconfigPath, filepath.Join(dir, "manager.log"), extraFlags()...)
+		pprofAddr, err := freeAddr()
+		if err != nil {
+			return err
+		}
+		flags := append([]string{"--pprof-bind-address=" + pprofAddr}, extraFlags()...)
+		mgr, err := benchutil.StartManager(bin, env.KubeconfigPath, filepath.Join(dir, "manager.log"), flags...)
 		if err != nil {
 			return err
 		}
@@ -110,12 +117,14 @@ func run(n, policies int) error {
 		heapAlloc, _ := mgr.Metric("go_memstats_heap_alloc_bytes", "")
 		heapReleased, _ := mgr.Metric("go_memstats_heap_released_bytes", "")
 		writes, _ := mgr.Metric("meshtls_podproxyconfig_writes_total", "")
+		top := heapTop(pprofAddr, 8)
 		mgr.Stop()
 		target := 64*1024*1024 + 4*1024*n
 		fmt.Printf("  %s: converged after %.1fs (target < 30s), %0.f PodProxyConfig writes\n", phase, steady.Seconds(), writes)
 		fmt.Printf("    RSS at steady state (%s after converging) %.1f MiB (target < %.1f MiB = 64 MiB + 4 KiB/pod); at the moment of convergence %.1f MiB\n",
 			steadyAfter, float64(rss)/(1<<20), float64(target)/(1<<20), float64(atConvergence)/(1<<20))
 		fmt.Printf("    Go heap: in use %.1f MiB, allocated %.1f MiB, released to the OS %.1f MiB\n", heapInuse/(1<<20), heapAlloc/(1<<20), heapReleased/(1<<20))
+		fmt.Print(top)
 	}
 	return nil
 }
@@ -150,4 +159,37 @@ func waitSteady(ctx context.Context, c client.Client, mgr *benchutil.Manager, n 
 		return int64(len(list.Items))+remaining == int64(n), nil
 	})
 	return time.Since(mgr.Started), err
+}
+
+// freeAddr is a free loopback address.
+func freeAddr() (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer l.Close()
+	return l.Addr().String(), nil
+}
+
+// heapTop summarizes the manager's live heap by where it was allocated: the largest n
+// entries of its in-use heap profile (go tool pprof -top).
+func heapTop(addr string, n int) string {
+	out, err := exec.Command("go", "tool", "pprof", "-top", "-sample_index=inuse_space", fmt.Sprintf("-nodecount=%d", n),
+		"http://"+addr+"/debug/pprof/heap").Output()
+	if err != nil {
+		return fmt.Sprintf("    (no heap profile: %v)\n", err)
+	}
+	var b strings.Builder
+	b.WriteString("    live heap by allocation site (pprof, sampled):\n")
+	rows := false
+	for _, line := range strings.Split(string(out), "\n") {
+		if strings.Contains(line, "flat%") {
+			rows = true
+			continue
+		}
+		if rows && strings.TrimSpace(line) != "" {
+			b.WriteString("      " + strings.TrimSpace(line) + "\n")
+		}
+	}
+	return b.String()
 }
