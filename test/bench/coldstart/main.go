@@ -9,11 +9,11 @@ package main
 
 import (
 	"context"
-	"net"
-	"os/exec"
 	"flag"
 	"fmt"
+	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"time"
