@@ -9,18 +9,26 @@ import (
 )
 
 // Buffers for copies that involve TLS (plain TCP to plain TCP is spliced by the
-// kernel through io.Copy and needs none). A read starts with a small buffer, so that
-// an idle connection, blocked in Read, holds 2 KiB per direction rather than 32;
-// a read that fills it is followed by reads into a large buffer until one comes back
-// short. Buffers go back to their pool after every write.
+// kernel through io.Copy and needs none). Memory held by idle connections is what
+// matters, so no copy holds a large buffer while it waits:
+//
+//   - from a TCP socket, the copy waits on the poller with no buffer at all, then
+//     reads what is there into a pooled 32 KiB buffer (two TLS records' worth for
+//     the write that follows) and gives it back after the write;
+//   - from TLS, whose reads block inside crypto/tls, the copy waits in a 2 KiB read;
+//     when that fills, the rest of the record is already decrypted in crypto/tls,
+//     and a second read into a 16 KiB buffer takes it at once, so a full record
+//     still goes out in one write.
 const (
-	smallBuf = 2 << 10
-	largeBuf = 16 << 10 // one TLS record of plaintext
+	smallBuf    = 2 << 10
+	largeTLSBuf = 16 << 10 // a TLS record's plaintext at most
+	largeTCPBuf = 32 << 10
 )
 
 var (
-	smallPool = sync.Pool{New: func() any { b := make([]byte, smallBuf); return &b }}
-	largePool = sync.Pool{New: func() any { b := make([]byte, largeBuf); return &b }}
+	smallPool    = sync.Pool{New: func() any { b := make([]byte, smallBuf); return &b }}
+	largeTLSPool = sync.Pool{New: func() any { b := make([]byte, largeTLSBuf); return &b }}
+	largeTCPPool = sync.Pool{New: func() any { b := make([]byte, largeTCPBuf); return &b }}
 )
 
 // relay copies both ways between the downstream connection and the upstream one
@@ -65,23 +73,29 @@ func plainTCP(c net.Conn) bool {
 	return ok
 }
 
-func copyAdaptive(dst io.Writer, src io.Reader, counter Counter) error {
-	large := false
+// copyFromTLS copies from a TLS connection (or any reader), waiting in a small
+// read and taking the rest of a record in a second one.
+func copyFromTLS(dst io.Writer, src io.Reader, counter Counter) error {
 	for {
-		pool := &smallPool
-		if large {
-			pool = &largePool
+		sp := smallPool.Get().(*[]byte)
+		n, rerr := src.Read(*sp)
+		buf, lp := (*sp)[:n], (*[]byte)(nil)
+		if n == len(*sp) && rerr == nil {
+			lp = largeTLSPool.Get().(*[]byte)
+			copy(*lp, buf)
+			var m int
+			m, rerr = src.Read((*lp)[n:])
+			buf = (*lp)[:n+m]
 		}
-		bp := pool.Get().(*[]byte)
-		buf := *bp
-		n, rerr := src.Read(buf)
 		var werr error
-		if n > 0 {
-			_, werr = dst.Write(buf[:n])
-			counter.Add(int(n))
+		if len(buf) > 0 {
+			_, werr = dst.Write(buf)
+			counter.Add(len(buf))
 		}
-		large = n == len(buf)
-		pool.Put(bp)
+		smallPool.Put(sp)
+		if lp != nil {
+			largeTLSPool.Put(lp)
+		}
 		if werr != nil {
 			return werr
 		}
