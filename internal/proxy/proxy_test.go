@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bytes"
+	"crypto/rand"
 	"crypto/tls"
 	"io"
 	"net"
@@ -387,5 +388,47 @@ func waitFor(t *testing.T, cond func() bool) {
 		if time.Now().After(deadline) {
 			t.Fatal("condition not met in 3s")
 		}
+	}
+}
+
+func TestBulkIntegrity(t *testing.T) {
+	h := newHarness(t, nil)
+	h.p.SetConfig(ppc("sha256:1", ModePermissive))
+	data := make([]byte, 4<<20+123)
+	if _, err := rand.Read(data); err != nil {
+		t.Fatal(err)
+	}
+	for name, dial := range map[string]func() (net.Conn, error){
+		"plaintext": h.plain,
+		"mtls": func() (net.Conn, error) {
+			return tls.Dial("tcp", h.addr, &tls.Config{InsecureSkipVerify: true, Certificates: []tls.Certificate{h.client.TLS}})
+		},
+	} {
+		t.Run("should carry 4 MiB both ways intact over "+name, func(t *testing.T) {
+			c, err := dial()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			_ = c.SetDeadline(time.Now().Add(20 * time.Second))
+			go func() {
+				// Odd-sized writes, so that reads see every boundary.
+				for off := 0; off < len(data); {
+					n := min(len(data)-off, 1+off%70000)
+					if _, err := c.Write(data[off : off+n]); err != nil {
+						return
+					}
+					off += n
+				}
+				_ = closeWrite(c)
+			}()
+			got, err := io.ReadAll(c)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(got, data) {
+				t.Fatalf("got %d bytes back, want %d, equal=%v", len(got), len(data), bytes.Equal(got, data))
+			}
+		})
 	}
 }
