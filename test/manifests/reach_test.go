@@ -106,9 +106,11 @@ func checkReach(t *testing.T, what string, hooks []any, want map[string]string) 
 }
 
 // TestInjectionReachKustomize: the kustomize install sends the injector meshed pods
-// only, never a pod of kube-system or of the operator's namespace, nor the operator's
-// own pods: an operator outage blocks pod creation in meshed namespaces only, and
-// never the operator's own restart.
+// only, never a pod of kube-system or of the operator's namespace (selected by the
+// namespace's name, which the API server sets): an operator outage blocks pod creation
+// in meshed namespaces only, and never the operator's own restart. No pod label keeps
+// a pod of a meshed namespace away from the injector: a label that did (anyone can set
+// one) would let a forged sidecar through unverified.
 func TestInjectionReachKustomize(t *testing.T) {
 	m := build(t, "config/default")
 	injector := find(t, m, "MutatingWebhookConfiguration", "meshtls-injector")
@@ -116,6 +118,9 @@ func TestInjectionReachKustomize(t *testing.T) {
 		"meshed namespace, plain pod":        "namespace.inject.meshtls.io",
 		"meshed namespace, pod labelled too": "namespace.inject.meshtls.io",
 		"plain namespace, labelled pod":      "pod.inject.meshtls.io",
+		// Not the install namespace: an operator-looking pod there is any pod.
+		"operator pod in a meshed namespace of its own choosing": "namespace.inject.meshtls.io",
+		"operator pod labelled by mistake":                       "pod.inject.meshtls.io",
 	})
 }
 
@@ -140,5 +145,6 @@ func TestInjectionReachOLM(t *testing.T) {
 		"meshed namespace, pod labelled too": "pod.inject.meshtls.io",
 		"plain namespace, labelled pod":      "pod.inject.meshtls.io",
 		"kube-system pod labelled":           "pod.inject.meshtls.io",
+		"operator pod labelled by mistake":   "pod.inject.meshtls.io",
 	})
 }
