@@ -121,8 +121,9 @@ func trimCertificate(obj any) (any, error) {
 	return c, nil
 }
 
-// trimCertificateRequest keeps the metadata of a CertificateRequest, its conditions
-// and its CA: not the CSR, not the issued chain.
+// trimCertificateRequest keeps the metadata of a CertificateRequest, its issuerRef
+// (whether its CA may be trusted depends on it), its conditions and its CA: not the
+// CSR, not the issued chain.
 func trimCertificateRequest(obj any) (any, error) {
 	cr, ok := obj.(*cmapi.CertificateRequest)
 	if !ok {
@@ -130,7 +131,7 @@ func trimCertificateRequest(obj any) (any, error) {
 	}
 	cr.ManagedFields = nil
 	cr.Annotations = nil
-	cr.Spec = cmapi.CertificateRequestSpec{}
+	cr.Spec = cmapi.CertificateRequestSpec{IssuerRef: cr.Spec.IssuerRef}
 	cr.Status.Certificate = nil
 	return cr, nil
 }
@@ -196,9 +197,11 @@ func SetupIdentity(mgr ctrl.Manager, o IdentityOptions) (*Identity, error) {
 		Watches(&corev1.ConfigMap{}, configMapEvents(o.OperatorNamespace, inputsChanged, meshChanged)).
 		Watches(&cmapi.CertificateRequest{}, changeEvents(inputsChanged)).
 		Watches(&v1alpha1.MeshMTLSPolicy{}, meshPolicyEvents(func(context.Context) []reconcile.Request { inputsChanged(); return nil })).
-		// The Certificates' UIDs decide which requests count, and the issuers' state
-		// is part of the mesh status: both only wake the others.
-		Watches(&cmapi.Certificate{}, createDeleteEvents(inputsChanged)).
+		// The Certificates (UID, issuerRef, ownership marks) and the meshed
+		// namespaces decide which requests count, and the issuers' state is part of
+		// the mesh status: these only wake the others.
+		Watches(&cmapi.Certificate{}, certificateTrustEvents(inputsChanged)).
+		Watches(&v1alpha1.PodProxyConfig{}, createDeleteEvents(inputsChanged)).
 		Watches(&cmapi.ClusterIssuer{}, changeEvents(meshChanged)).
 		Watches(&cmapi.Issuer{}, changeEvents(meshChanged)).
 		WithOptions(controller.Options{MaxConcurrentReconciles: 4}).

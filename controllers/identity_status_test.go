@@ -4,6 +4,7 @@ import (
 	"testing"
 
 	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
+	cmmeta "github.com/cert-manager/cert-manager/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -84,12 +85,14 @@ func TestTrimCertificate(t *testing.T) {
 func TestTrimCertificateRequest(t *testing.T) {
 	cr := &cmapi.CertificateRequest{
 		ObjectMeta: metav1.ObjectMeta{Name: "r", Annotations: map[string]string{"a": "b"}},
-		Spec:       cmapi.CertificateRequestSpec{Request: []byte("csr")},
+		Spec:       cmapi.CertificateRequestSpec{Request: []byte("csr"), IssuerRef: cmmeta.IssuerReference{Name: "mesh-ca", Kind: "ClusterIssuer", Group: "cert-manager.io"}},
 		Status:     cmapi.CertificateRequestStatus{CA: []byte("ca"), Certificate: []byte("chain")},
 	}
 	got, _ := trimCertificateRequest(cr)
 	c := got.(*cmapi.CertificateRequest)
-	if c.Spec.Request != nil || c.Status.Certificate != nil || c.Annotations != nil || string(c.Status.CA) != "ca" {
+	// The issuerRef decides whether the CA may be trusted: it must stay.
+	if c.Spec.Request != nil || c.Status.Certificate != nil || c.Annotations != nil || string(c.Status.CA) != "ca" ||
+		c.Spec.IssuerRef != (cmmeta.IssuerReference{Name: "mesh-ca", Kind: "ClusterIssuer", Group: "cert-manager.io"}) {
 		t.Fatalf("trimmed request %+v", c)
 	}
 }

@@ -3,6 +3,7 @@ package controllers
 import (
 	"context"
 	"fmt"
+	"maps"
 	"sync"
 	"sync/atomic"
 
@@ -15,6 +16,7 @@ import (
 	corev1apply "k8s.io/client-go/applyconfigurations/core/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/recorder"
 
@@ -129,11 +131,12 @@ func (f *foreignReports) report(rec recorder.EventRecorder, obj client.Object, f
 }
 
 // bundleSource assembles the trust bundle from the cache: the ConfigMap that the mesh
-// spec.trustBundle names (in the operator namespace), and the status.ca of the
-// CertificateRequests of the operator's Certificates (a request counts only when a
-// Certificate the operator holds owns it, so a request someone labels by hand, or one
-// left by a deleted Certificate, adds nothing). It computes once per change of its
-// inputs: the event handlers call changed() before they wake anyone.
+// spec.trustBundle names (in the operator namespace), and the status.ca of the issued
+// CertificateRequests that identity.RequestTrusted accepts: requests to the mesh
+// issuer, of the operator's own workload Certificates (which ask the mesh issuer too)
+// in meshed namespaces. Labels alone prove nothing: anyone may set them, and
+// cert-manager copies them from any Certificate onto its requests. It computes once
+// per change of its inputs: the event handlers call changed() before they wake anyone.
 type bundleSource struct {
 	reader            client.Reader
 	operatorNamespace string
@@ -193,13 +196,23 @@ func (s *bundleSource) compute(ctx context.Context) (identity.BundleResult, erro
 		in.TrustBundle = tb
 	}
 
+	if mesh == nil {
+		// No mesh, no mesh issuer: no request can be the mesh's.
+		return identity.AssembleBundle(in), nil
+	}
+	issuer := identity.IssuerRef(mesh.Spec.IssuerRef)
+
+	meshed, err := meshedNamespaceSet(ctx, s.reader)
+	if err != nil {
+		return identity.BundleResult{}, err
+	}
 	certs := &cmapi.CertificateList{}
 	if err := s.reader.List(ctx, certs, client.MatchingLabels{ManagedByLabel: ManagedByValue}, client.UnsafeDisableDeepCopy); err != nil {
 		return identity.BundleResult{}, fmt.Errorf("failed to list Certificates: %w", err)
 	}
-	owners := make(map[types.UID]bool, len(certs.Items))
+	owners := make(map[types.UID]*cmapi.Certificate, len(certs.Items))
 	for i := range certs.Items {
-		owners[certs.Items[i].UID] = true
+		owners[certs.Items[i].UID] = &certs.Items[i]
 	}
 	requests := &cmapi.CertificateRequestList{}
 	if err := s.reader.List(ctx, requests, client.MatchingLabels{ManagedByLabel: ManagedByValue}, client.UnsafeDisableDeepCopy); err != nil {
@@ -207,14 +220,64 @@ func (s *bundleSource) compute(ctx context.Context) (identity.BundleResult, erro
 	}
 	for i := range requests.Items {
 		cr := &requests.Items[i]
-		owner := metav1.GetControllerOf(cr)
-		if owner == nil || owner.Kind != cmapi.CertificateKind || !owners[owner.UID] || !requestIssued(cr) {
+		if !requestIssued(cr) {
+			continue
+		}
+		var owner *cmapi.Certificate
+		if ref := metav1.GetControllerOf(cr); ref != nil {
+			owner = owners[ref.UID]
+		}
+		if !identity.RequestTrusted(issuer, cr, owner, meshed[cr.Namespace]) {
 			continue
 		}
 		in.Issued++
 		in.RequestCAs = append(in.RequestCAs, string(cr.Status.CA))
 	}
 	return identity.AssembleBundle(in), nil
+}
+
+// meshedNamespaceSet is the set of namespaces with one of the operator's
+// PodProxyConfigs.
+func meshedNamespaceSet(ctx context.Context, c client.Reader) (map[string]bool, error) {
+	list := &v1alpha1.PodProxyConfigList{}
+	if err := c.List(ctx, list, client.MatchingLabels{ManagedByLabel: ManagedByValue}, client.UnsafeDisableDeepCopy); err != nil {
+		return nil, fmt.Errorf("failed to list PodProxyConfigs: %w", err)
+	}
+	out := map[string]bool{}
+	for i := range list.Items {
+		out[list.Items[i].Namespace] = true
+	}
+	return out, nil
+}
+
+// certificateTrustEvents calls changed when one of the operator's Certificates comes
+// or goes, or when what decides whether its requests count changes: its issuerRef,
+// labels or annotations (RequestTrusted). Status updates, the bulk of the events,
+// change nothing here.
+func certificateTrustEvents(changed func()) handler.EventHandler {
+	ours := func(obj client.Object) bool { return obj.GetLabels()[ManagedByLabel] == ManagedByValue }
+	return handlerFuncs{
+		CreateFunc: func(_ context.Context, e createEvent, _ queue) {
+			if ours(e.Object) {
+				changed()
+			}
+		},
+		UpdateFunc: func(_ context.Context, e updateEvent, _ queue) {
+			o, ok1 := e.ObjectOld.(*cmapi.Certificate)
+			n, ok2 := e.ObjectNew.(*cmapi.Certificate)
+			if !ok1 || !ok2 || !(ours(o) || ours(n)) {
+				return
+			}
+			if o.Spec.IssuerRef != n.Spec.IssuerRef || !maps.Equal(o.Labels, n.Labels) || !maps.Equal(o.Annotations, n.Annotations) {
+				changed()
+			}
+		},
+		DeleteFunc: func(_ context.Context, e deleteEvent, _ queue) {
+			if ours(e.Object) {
+				changed()
+			}
+		},
+	}
 }
 
 func requestIssued(cr *cmapi.CertificateRequest) bool {

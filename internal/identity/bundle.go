@@ -11,6 +11,10 @@ import (
 	"slices"
 	"strings"
 
+	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
+	cmmeta "github.com/cert-manager/cert-manager/pkg/apis/meta/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
 	"github.com/meshtls/meshtls-operator/api/v1alpha1"
 )
 
@@ -169,4 +173,48 @@ func AssembleBundle(in BundleInput) BundleResult {
 		out.Message = fmt.Sprintf("ignored %d CertificateRequest status.ca values that are not CA certificates", ignored)
 	}
 	return out
+}
+
+// SameIssuer reports whether ref, as a Certificate or CertificateRequest holds it,
+// names the mesh issuer mesh (the policy's issuerRef with its defaults, IssuerRef).
+// cert-manager reads an empty group as cert-manager.io and, in that group, an empty
+// kind as Issuer; ref is read the same way. For kind Issuer the name is that of an
+// Issuer in the object's own namespace, so the caller must also know that namespace
+// is meshed.
+func SameIssuer(mesh, ref cmmeta.IssuerReference) bool {
+	if ref.Group == "" {
+		ref.Group = DefaultIssuerGroup
+	}
+	if ref.Kind == "" && ref.Group == DefaultIssuerGroup {
+		ref.Kind = "Issuer"
+	}
+	return mesh.Name != "" && ref.Name == mesh.Name && ref.Kind == mesh.Kind && ref.Group == mesh.Group
+}
+
+// RequestTrusted reports whether an issued CertificateRequest's status.ca may enter
+// the trust bundle. Labels prove nothing (anyone may set them, and cert-manager copies
+// a Certificate's labels onto its requests), so a request counts only when all hold:
+//
+//   - it asks the mesh issuer (spec.issuerRef, SameIssuer);
+//   - its controller is owner, the Certificate it names by UID, in its namespace;
+//   - owner is the operator's workload Certificate of a ServiceAccount (Owned, and
+//     named CertificateName of that ServiceAccount), in a namespace that is meshed;
+//   - owner asks the mesh issuer too, so a request of an issuer that someone wrote
+//     into the operator's Certificate (before the operator puts it back) never counts.
+//
+// mesh is the mesh issuerRef with defaults (IssuerRef); owner may be nil.
+func RequestTrusted(mesh cmmeta.IssuerReference, req *cmapi.CertificateRequest, owner *cmapi.Certificate, ownerNamespaceMeshed bool) bool {
+	if req == nil || owner == nil || !ownerNamespaceMeshed || owner.Namespace != req.Namespace {
+		return false
+	}
+	ref := metav1.GetControllerOf(req)
+	if ref == nil || ref.Kind != cmapi.CertificateKind || ref.APIVersion != cmapi.SchemeGroupVersion.String() ||
+		ref.UID != owner.UID || ref.Name != owner.Name {
+		return false
+	}
+	sa := owner.Annotations[ServiceAccountAnnotation]
+	if sa == "" || !Owned(owner, sa) || owner.Name != CertificateName(sa) {
+		return false
+	}
+	return SameIssuer(mesh, owner.Spec.IssuerRef) && SameIssuer(mesh, req.Spec.IssuerRef)
 }
