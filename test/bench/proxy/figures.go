@@ -50,30 +50,39 @@ func (b *bench) connectionRate() error {
 	}
 	// Interleave the targets round by round, so that a slow moment of the machine
 	// does not fall on one of them only.
-	samples, cpus := map[string][]float64{}, map[string][]float64{}
+	samples, cpus, serverCPUs := map[string][]float64{}, map[string][]float64{}, map[string][]float64{}
 	for r := 0; r < *rounds; r++ {
 		for _, tg := range targets {
 			if r == 0 && tg.name == "proxy" {
 				profile("connrate", *duration, prx)
 			}
-			v, cpu, err := b.measure(func() (float64, error) { return connRate(tlsDialer(tg.addr, cfg), *workers, *duration) })
+			v, cpu, servers, err := b.measureSplit(func() (float64, error) { return connRate(tlsDialer(tg.addr, cfg), *workers, *duration) })
 			if err != nil {
 				return fmt.Errorf("%s: %w", tg.name, err)
 			}
 			samples[tg.name] = append(samples[tg.name], v)
 			cpus[tg.name] = append(cpus[tg.name], cpu/(v*duration.Seconds()))
+			serverCPUs[tg.name] = append(serverCPUs[tg.name], servers/(v*duration.Seconds()))
 		}
 	}
+	serverCPU := map[string]float64{}
 	for name, s := range samples {
 		rate[name] = medianOf(s)
 		cpuPer[name] = medianOf(cpus[name])
+		serverCPU[name] = medianOf(serverCPUs[name])
+	}
+	capacity := func(name string) string {
+		return fmt.Sprintf("server side %s/conn: %s on %d cores with the clients elsewhere", us(cpuDur(serverCPU[name])), perSec(float64(numCPU())/serverCPU[name]), numCPU())
 	}
 	eff := func(name string) float64 { return cpuPer["bare"] / cpuPer[name] }
 	row("bare crypto/tls server (same handshake)", perSec(rate["bare"]), fmt.Sprintf("reference; issue measured 1,780-1,960/s; CPU %s/conn; group %s", us(cpuDur(cpuPer["bare"])), group(bareAddr)))
+	row("", "", capacity("bare"))
 	row("meshtls-proxy (server side)", perSec(rate["proxy"]), fmt.Sprintf("target >= 1,500/s: %s; CPU %s/conn; group %s", verdict(rate["proxy"] >= 1500), us(cpuDur(cpuPer["proxy"])), group(proxyAddr)))
+	row("", "", capacity("proxy"))
 	row("  ratio to bare", fmt.Sprintf("%.2f", rate["proxy"]/rate["bare"]), fmt.Sprintf("target >= 0.80: %s (by CPU per connection: %.2f)", verdict(rate["proxy"]/rate["bare"] >= 0.8), eff("proxy")))
 	if ghost != nil {
 		row("ghostunnel "+ghostunnelVersion+" --allow-uri", perSec(rate["ghostunnel"]), fmt.Sprintf("reference; issue measured 1,370-1,410/s; CPU %s/conn; group %s", us(cpuDur(cpuPer["ghostunnel"])), group(ghostAddr)))
+		row("", "", capacity("ghostunnel"))
 		row("  meshtls-proxy / ghostunnel", fmt.Sprintf("%.2fx", rate["proxy"]/rate["ghostunnel"]), fmt.Sprintf("target >= 1.10x: %s (by CPU per connection: %.2fx)", verdict(rate["proxy"]/rate["ghostunnel"] >= 1.1), cpuPer["ghostunnel"]/cpuPer["proxy"]))
 	}
 	// The same with the hybrid post-quantum group, to show what the default avoids.
@@ -103,9 +112,16 @@ func (b *bench) connectionRate() error {
 
 // measure runs fn and returns its result with the CPU time all processes spent.
 func (b *bench) measure(fn func() (float64, error)) (float64, float64, error) {
-	before := b.cpu()
-	v, err := fn()
-	return v, (b.cpu() - before).Seconds(), err
+	v, all, _, err := b.measureSplit(fn)
+	return v, all, err
+}
+
+// measureSplit also returns the CPU time of the server side alone (every process
+// but the clients').
+func (b *bench) measureSplit(fn func() (float64, error)) (v, all, servers float64, err error) {
+	before, beforeServers := b.cpu(), b.cpuServers()
+	v, err = fn()
+	return v, (b.cpu() - before).Seconds(), (b.cpuServers() - beforeServers).Seconds(), err
 }
 
 func cpuDur(seconds float64) time.Duration { return time.Duration(seconds * float64(time.Second)) }
@@ -268,7 +284,7 @@ func (b *bench) modes() error {
 	}
 	cfg := b.clientTLS()
 	section("Connection setup by mode (connections per second; sniffing never waits on a timer for a client that speaks first)")
-	s := map[string][]float64{}
+	s, cpus := map[string][]float64{}, map[string][]float64{}
 	for r := 0; r < *rounds; r++ {
 		for _, m := range []struct {
 			name string
@@ -277,18 +293,23 @@ func (b *bench) modes() error {
 			{"tls-strict", tlsDialer(strict, cfg)}, {"tls-permissive", tlsDialer(perm, cfg)},
 			{"plain-disable", plainDialer(dis)}, {"plain-permissive", plainDialer(perm)},
 		} {
-			v, err := connRate(m.dial, *workers, *duration)
+			v, cpu, err := b.measure(func() (float64, error) { return connRate(m.dial, *workers, *duration) })
 			if err != nil {
 				return fmt.Errorf("%s: %w", m.name, err)
 			}
 			s[m.name] = append(s[m.name], v)
+			cpus[m.name] = append(cpus[m.name], cpu/(v*duration.Seconds()))
 		}
 	}
-	ts, tp, pd, pp := medianOf(s["tls-strict"]), medianOf(s["tls-permissive"]), medianOf(s["plain-disable"]), medianOf(s["plain-permissive"])
-	row("TLS clients, STRICT port", perSec(ts), "reference")
-	row("TLS clients, PERMISSIVE port", perSec(tp), fmt.Sprintf("STRICT/PERMISSIVE %.3f, target <= 1.05: %s", ts/tp, verdict(ts/tp <= 1.05)))
-	row("plaintext clients, DISABLE port", perSec(pd), "reference")
-	row("plaintext clients, PERMISSIVE port", perSec(pp), fmt.Sprintf("DISABLE/PERMISSIVE %.3f, target <= 1.05: %s", pd/pp, verdict(pd/pp <= 1.05)))
+	med := func(k string) (float64, float64) { return medianOf(s[k]), medianOf(cpus[k]) }
+	ts, tsc := med("tls-strict")
+	tp, tpc := med("tls-permissive")
+	pd, pdc := med("plain-disable")
+	pp, ppc := med("plain-permissive")
+	row("TLS clients, STRICT port", perSec(ts), fmt.Sprintf("reference; CPU %s/conn", us(cpuDur(tsc))))
+	row("TLS clients, PERMISSIVE port", perSec(tp), fmt.Sprintf("STRICT/PERMISSIVE %.3f, target <= 1.05: %s (by CPU per connection: %.3f)", ts/tp, verdict(ts/tp <= 1.05), tpc/tsc))
+	row("plaintext clients, DISABLE port", perSec(pd), fmt.Sprintf("reference; CPU %s/conn", us(cpuDur(pdc))))
+	row("plaintext clients, PERMISSIVE port", perSec(pp), fmt.Sprintf("DISABLE/PERMISSIVE %.3f, target <= 1.05: %s (by CPU per connection: %.3f)", pd/pp, verdict(pd/pp <= 1.05), ppc/pdc))
 	return nil
 }
 

@@ -42,6 +42,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/go-logr/logr"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
+
 	"github.com/meshtls/meshtls-operator/internal/proxy/testpki"
 	"github.com/meshtls/meshtls-operator/internal/testenv"
 )
@@ -84,6 +87,7 @@ type bench struct {
 
 func main() {
 	flag.Parse()
+	ctrllog.SetLogger(logr.Discard())
 	b := &bench{}
 	code := 0
 	if err := b.run(); err != nil {
@@ -495,8 +499,12 @@ func cpuOf(pid int) time.Duration {
 
 // cpu is the CPU time used by the benchmark itself (the clients) and every process
 // it started: measured over a window, it is the whole cost of what ran in it.
-func (b *bench) cpu() time.Duration {
-	t := cpuOf(os.Getpid())
+func (b *bench) cpu() time.Duration { return cpuOf(os.Getpid()) + b.cpuServers() }
+
+// cpuServers is the CPU time of the processes the benchmark started (servers,
+// proxies, applications): all but the clients.
+func (b *bench) cpuServers() time.Duration {
+	var t time.Duration
 	for _, p := range b.procs {
 		if p.cmd.ProcessState == nil {
 			t += cpuOf(p.pid())
@@ -539,18 +547,20 @@ func profile(what string, d time.Duration, procs ...*process) {
 		if p == nil || p.pprof == "" {
 			continue
 		}
-		go func() {
-			resp, err := http.Get(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", p.pprof, int(d.Seconds())))
-			if err != nil {
-				return
-			}
-			defer resp.Body.Close()
-			f, err := os.Create(filepath.Join(*pprofDir, what+"-"+p.name+".pprof"))
-			if err != nil {
-				return
-			}
-			defer f.Close()
-			_, _ = io.Copy(f, resp.Body)
-		}()
+		for _, kind := range []string{"profile", "allocs"} {
+			go func() {
+				url := fmt.Sprintf("http://%s/debug/pprof/%s?seconds=%d", p.pprof, kind, int(d.Seconds()))
+				resp, err := http.Get(url)
+				if err != nil {
+					return
+				}
+				f, err := os.Create(filepath.Join(*pprofDir, what+"-"+p.name+"-"+kind+".pprof"))
+				if err == nil {
+					_, _ = io.Copy(f, resp.Body)
+					f.Close()
+				}
+				resp.Body.Close()
+			}()
+		}
 	}
 }
