@@ -40,6 +40,7 @@ import (
 const (
 	guardName = "meshtls-podproxyconfig-guard"
 	gcUser    = "system:serviceaccount:kube-system:generic-garbage-collector"
+	kcmUser   = "system:kube-controller-manager"
 	managedBy = "app.kubernetes.io/managed-by"
 )
 
@@ -388,6 +389,37 @@ func TestPodProxyConfigGuard(t *testing.T) {
 		if err := gc.Update(ctx, obj, client.DryRunAll); err != nil {
 			t.Fatalf("the garbage collector's identity could not drop an owner reference: %v", err)
 		}
+	})
+
+	// kube-controller-manager without --use-service-account-credentials: its
+	// controllers act as one user (this control plane runs them as service accounts,
+	// so the test impersonates that user, with the rights such a cluster grants it).
+	t.Run("kube-controller-manager's own user may do what its garbage collector and namespace controller may", func(t *testing.T) {
+		must(t, admin.Create(ctx, &rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: "test-kcm-podproxyconfigs"},
+			Rules: []rbacv1.PolicyRule{{APIGroups: []string{"security.meshtls.io"}, Resources: []string{"podproxyconfigs", "podproxyconfigs/status"}, Verbs: []string{"get", "update", "patch", "delete"}}}}))
+		must(t, admin.Create(ctx, &rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: "test-kcm-podproxyconfigs"},
+			RoleRef:  rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: "test-kcm-podproxyconfigs"},
+			Subjects: []rbacv1.Subject{{Kind: "User", APIGroup: "rbac.authorization.k8s.io", Name: kcmUser}}}))
+		cfg := rest.CopyConfig(env.Config)
+		cfg.Impersonate = rest.ImpersonationConfig{UserName: kcmUser, Groups: []string{"system:authenticated"}}
+		kcm, err := client.New(cfg, client.Options{Scheme: scheme.New()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		obj := &v1alpha1.PodProxyConfig{}
+		must(t, admin.Get(ctx, client.ObjectKey{Namespace: c.ns, Name: "pod-b"}, obj))
+		obj.Spec.Inbound.Mode = v1alpha1.ModeDisable
+		wantRefused(t, kcm.Update(ctx, obj, client.DryRunAll), "only meshtls-operator writes PodProxyConfigs", "("+kcmUser+" may not)")
+		must(t, admin.Get(ctx, client.ObjectKey{Namespace: c.ns, Name: "pod-b"}, obj))
+		obj.OwnerReferences = nil
+		obj.Finalizers = append(obj.Finalizers, "orphan")
+		if err := kcm.Update(ctx, obj, client.DryRunAll); err != nil {
+			t.Fatalf("kube-controller-manager's user could not drop an owner reference: %v", err)
+		}
+		if err := kcm.Delete(ctx, obj, client.DryRunAll); err != nil {
+			t.Fatalf("kube-controller-manager's user could not delete a PodProxyConfig: %v", err)
+		}
+		wantRefused(t, kcm.Status().Update(ctx, obj, client.DryRunAll), "with a token bound to that pod")
 	})
 
 	t.Run("others may not delete the operator's PodProxyConfigs", func(t *testing.T) {
