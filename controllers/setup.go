@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"fmt"
+	"reflect"
 
 	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -104,6 +105,13 @@ const trimmedAnnotation = "meshtls.io/cache-trimmed"
 // trimmedMarker is shared by every trimmed object and never modified.
 var trimmedMarker = map[string]string{trimmedAnnotation: ""}
 
+// trimmed reports whether TrimProxyConfig made ppc: its annotations are the very
+// marker map, which no object decoded from the API can be (an annotation of that name
+// set by someone would not do).
+func trimmed(ppc *v1alpha1.PodProxyConfig) bool {
+	return ppc.Annotations != nil && reflect.ValueOf(ppc.Annotations).UnsafePointer() == reflect.ValueOf(trimmedMarker).UnsafePointer()
+}
+
 // TrimProxyConfig is the cache transform of PodProxyConfigs. The operator compares a
 // PodProxyConfig with what it wants by configHash alone (plus the observations outside
 // the hash), so the cache keeps the metadata it needs, spec.podUID, spec.configHash,
@@ -116,7 +124,7 @@ func TrimProxyConfig(obj any) (any, error) {
 	if !ok {
 		return obj, nil
 	}
-	if _, done := ppc.Annotations[trimmedAnnotation]; done {
+	if trimmed(ppc) {
 		// client-go may hand a stored (already trimmed) object to the transform
 		// again, on a relist: the hash of a trimmed spec would never match.
 		return ppc, nil

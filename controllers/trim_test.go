@@ -65,6 +65,13 @@ func TestTrimProxyConfigEmptiesAHashThatDoesNotMatch(t *testing.T) {
 	if got := out.(*v1alpha1.PodProxyConfig).Spec; got.ConfigHash != "" || sameSpec(got, spec) {
 		t.Errorf("a hand edit that kept the hash must not pass for the operator's spec; got %+v", got)
 	}
+	forged := ppc.DeepCopy()
+	forged.Annotations = map[string]string{trimmedAnnotation: ""}
+	forged.Spec.Inbound.Mode = v1alpha1.ModeDisable // a hand edit that kept the hash
+	out, _ = TrimProxyConfig(forged)
+	if got := out.(*v1alpha1.PodProxyConfig).Spec; got.ConfigHash != "" {
+		t.Error("an object from the API carrying the marker's name must still be checked")
+	}
 	if !equality.Semantic.DeepEqual(ppc.Spec, spec) {
 		t.Error("the transform must not change its input's spec")
 	}

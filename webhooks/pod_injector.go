@@ -10,6 +10,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
+	"github.com/meshtls/meshtls-operator/api/v1alpha1"
 	"github.com/meshtls/meshtls-operator/internal/inject"
 	"github.com/meshtls/meshtls-operator/internal/policy"
 )
@@ -61,6 +62,9 @@ func (i *PodInjector) Default(ctx context.Context, pod *corev1.Pod) error {
 	}
 	errs := inject.ValidateAnnotations(pod)
 	errs = append(errs, i.Index.AdmitPod(candidate)...)
+	if policy.Weaker(v1alpha1.ModeDisable, i.Index.Floor()) {
+		errs = append(errs, inject.ValidateEscapes(pod)...)
+	}
 	if err := invalidPod(pod, errs); err != nil {
 		return err
 	}

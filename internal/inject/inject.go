@@ -169,7 +169,7 @@ func Verify(pod *corev1.Pod, cfg Config) error {
 		}
 		seen++
 		got := c.DeepCopy()
-		got.VolumeMounts = keepMounts(got.VolumeMounts, w.VolumeMounts)
+		got.VolumeMounts = keepMounts(got.VolumeMounts)
 		defaultContainer(got)
 		defaultContainer(&w)
 		if !equality.Semantic.DeepEqual(*got, w) {
@@ -296,19 +296,22 @@ func defaultVolume(v *corev1.Volume) {
 	}
 }
 
-// keepMounts drops from got the mounts that are not in want, so that mounts added by
-// later admission (a ServiceAccount token, say) do not fail Verify; a mount of ours
-// that is missing or changed still does.
-func keepMounts(got, want []corev1.VolumeMount) []corev1.VolumeMount {
-	names := map[string]bool{}
-	for _, m := range want {
-		names[m.Name] = true
-	}
+// serviceAccountMountPath is where the ServiceAccount admission plugin mounts the
+// API token into every container, ours included.
+const serviceAccountMountPath = "/var/run/secrets/kubernetes.io/serviceaccount"
+
+// keepMounts drops from got the one mount later admission adds to every container —
+// the ServiceAccount token (a kube-api-access-* volume, read-only, at its fixed path)
+// — so that it does not fail Verify. Any other extra mount stays and fails the
+// comparison: a volume mounted over the proxy's binary or certificates is a forgery.
+func keepMounts(got []corev1.VolumeMount) []corev1.VolumeMount {
 	var out []corev1.VolumeMount
 	for _, m := range got {
-		if names[m.Name] {
-			out = append(out, m)
+		if m.MountPath == serviceAccountMountPath && m.ReadOnly && m.SubPath == "" && m.SubPathExpr == "" &&
+			strings.HasPrefix(m.Name, "kube-api-access-") {
+			continue
 		}
+		out = append(out, m)
 	}
 	return out
 }
@@ -347,6 +350,40 @@ func strip(pod *corev1.Pod) error {
 	delete(pod.Annotations, AnnotationInjected)
 	delete(pod.Annotations, AnnotationOriginalProbes)
 	return nil
+}
+
+// ValidateEscapes refuses, in a pod to be injected, the containers that could undo
+// capture from inside the pod: privileged ones, and ones that add NET_ADMIN,
+// SYS_ADMIN or ALL (they can flush the pod's nftables rules). It is applied while the
+// mesh floor is above DISABLE; Pod Security admission cannot do it in meshed
+// namespaces, because the capture step itself needs NET_ADMIN.
+func ValidateEscapes(pod *corev1.Pod) field.ErrorList {
+	var errs field.ErrorList
+	for _, cs := range []struct {
+		field string
+		list  []corev1.Container
+	}{{"initContainers", pod.Spec.InitContainers}, {"containers", pod.Spec.Containers}} {
+		for i, c := range cs.list {
+			if c.Name == ProxyContainer || c.Name == CaptureContainer || c.SecurityContext == nil {
+				continue
+			}
+			path := field.NewPath("spec", cs.field).Index(i).Child("securityContext")
+			if c.SecurityContext.Privileged != nil && *c.SecurityContext.Privileged {
+				errs = append(errs, field.Forbidden(path.Child("privileged"),
+					"a privileged container can undo the pod's traffic capture, which the mesh minimumMode forbids; drop privileged, or opt the pod out (meshtls.io/inject: disabled) while the mesh minimumMode is DISABLE"))
+			}
+			if caps := c.SecurityContext.Capabilities; caps != nil {
+				for j, capability := range caps.Add {
+					switch strings.ToUpper(strings.TrimPrefix(string(capability), "CAP_")) {
+					case "NET_ADMIN", "SYS_ADMIN", "ALL":
+						errs = append(errs, field.Forbidden(path.Child("capabilities", "add").Index(j),
+							fmt.Sprintf("%s lets a container undo the pod's traffic capture, which the mesh minimumMode forbids; drop it", capability)))
+					}
+				}
+			}
+		}
+	}
+	return errs
 }
 
 // ValidateAnnotations checks the capture annotations of a pod to be injected, so

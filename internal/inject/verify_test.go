@@ -24,8 +24,14 @@ func TestVerify(t *testing.T) {
 	}{
 		{"should accept exactly what injection produced (a reinvocation)", func(*corev1.Pod) {}, ""},
 		{"should accept a volume mount a later admission plugin added to the proxy", func(p *corev1.Pod) {
-			p.Spec.InitContainers[1].VolumeMounts = append(p.Spec.InitContainers[1].VolumeMounts, corev1.VolumeMount{Name: "kube-api-access", MountPath: "/var/run/secrets/kubernetes.io/serviceaccount"})
+			p.Spec.InitContainers[1].VolumeMounts = append(p.Spec.InitContainers[1].VolumeMounts, corev1.VolumeMount{Name: "kube-api-access-x7k2p", MountPath: "/var/run/secrets/kubernetes.io/serviceaccount", ReadOnly: true})
 		}, ""},
+		{"should refuse a volume mounted over the proxy's binary", func(p *corev1.Pod) {
+			p.Spec.InitContainers[1].VolumeMounts = append(p.Spec.InitContainers[1].VolumeMounts, corev1.VolumeMount{Name: "evil", MountPath: "/meshtls-proxy", SubPath: "noop"})
+		}, "differs"},
+		{"should refuse a writable mount passed off as the ServiceAccount token", func(p *corev1.Pod) {
+			p.Spec.InitContainers[1].VolumeMounts = append(p.Spec.InitContainers[1].VolumeMounts, corev1.VolumeMount{Name: "kube-api-access-x7k2p", MountPath: "/var/run/secrets/kubernetes.io/serviceaccount"})
+		}, "differs"},
 		{"should accept the API server's defaults filled into what injection produced", func(p *corev1.Pod) {
 			for i := range p.Spec.InitContainers {
 				defaultContainer(&p.Spec.InitContainers[i])
@@ -114,5 +120,21 @@ func TestValidateAnnotations(t *testing.T) {
 	}
 	if errs := ValidateAnnotations(appPod()); len(errs) > 0 {
 		t.Errorf("valid annotations refused: %v", errs)
+	}
+}
+
+func TestValidateEscapes(t *testing.T) {
+	pod := appPod()
+	privileged, root := true, int64(0)
+	pod.Spec.Containers[0].SecurityContext = &corev1.SecurityContext{Privileged: &privileged, RunAsUser: &root,
+		Capabilities: &corev1.Capabilities{Add: []corev1.Capability{"NET_BIND_SERVICE", "CAP_NET_ADMIN"}}}
+	got := ValidateEscapes(pod).ToAggregate()
+	if got == nil || !strings.Contains(got.Error(), "spec.containers[0].securityContext.privileged") ||
+		!strings.Contains(got.Error(), "spec.containers[0].securityContext.capabilities.add[1]") || strings.Contains(got.Error(), "add[0]") {
+		t.Errorf("want privileged and NET_ADMIN refused with their fields (NET_BIND_SERVICE allowed), got %v", got)
+	}
+	injectedPod := injected(t)
+	if errs := ValidateEscapes(injectedPod); len(errs) > 0 {
+		t.Errorf("the capture step's own NET_ADMIN must not count: %v", errs)
 	}
 }

@@ -285,9 +285,14 @@ func (ix *Index) BelowFloor(floor Mode) []string {
 	return below
 }
 
+// proxyPorts are the proxy's own ports, which an exclusion may name harmlessly: they
+// are never an application's (outbound capture 15001, inbound capture 15006, health
+// 15021, metrics 15090).
+var proxyPorts = map[int32]bool{15001: true, 15006: true, 15021: true, 15090: true}
+
 // AdmitPod checks the capture exclusions of a meshed pod against the mesh floor: an
 // inbound port taken out of capture receives plaintext past the proxy, which a
-// minimumMode above DISABLE forbids. The proxy's own ports (15000-15099) may be named.
+// minimumMode above DISABLE forbids. Only the proxy's own ports may be named.
 func (ix *Index) AdmitPod(p *Pod) field.ErrorList {
 	floor := ix.Floor()
 	if !Weaker(v1alpha1.ModeDisable, floor) {
@@ -295,7 +300,7 @@ func (ix *Index) AdmitPod(p *Pod) field.ErrorList {
 	}
 	var bypass []string
 	for _, port := range p.ExcludedInboundPorts {
-		if port < 15000 || port > 15099 {
+		if !proxyPorts[port] {
 			bypass = append(bypass, fmt.Sprint(port))
 		}
 	}

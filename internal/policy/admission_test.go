@@ -192,14 +192,14 @@ func TestAdmitNamespacePolicyUpdate(t *testing.T) {
 
 func TestAdmitPodExclusions(t *testing.T) {
 	p := pod("shop", "a", withLabels("app", "x"))
-	p.ExcludedInboundPorts = []int32{8081, 15021}
+	p.ExcludedInboundPorts = []int32{8081, 15021, 15050}
 	open := world{namespaces: []Namespace{meshedNS("shop")}}
 	if errs := open.index().AdmitPod(p); len(errs) > 0 {
 		t.Errorf("without a floor an exclusion is allowed, got %v", errs)
 	}
 	floored := world{mesh: mesh(strict, permissive), namespaces: []Namespace{meshedNS("shop")}}
 	errs := floored.index().AdmitPod(p).ToAggregate()
-	if errs == nil || !strings.Contains(errs.Error(), "ports 8081 out of capture") || strings.Contains(errs.Error(), "15021") {
-		t.Errorf("want 8081 refused (and the proxy's port 15021 not named), got %v", errs)
+	if errs == nil || !strings.Contains(errs.Error(), "ports 8081, 15050 out of capture") || strings.Contains(errs.Error(), "15021") {
+		t.Errorf("want 8081 and 15050 (an application may listen there) refused, and the proxy's port 15021 not named, got %v", errs)
 	}
 }
