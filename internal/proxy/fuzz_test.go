@@ -1,13 +1,10 @@
 package proxy
 
 import (
-	"crypto/tls"
 	"io"
 	"net"
 	"testing"
 	"time"
-
-	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/meshtls/meshtls-operator/internal/proxy/testpki"
 )
@@ -36,37 +33,21 @@ func FuzzClassify(f *testing.F) {
 	})
 }
 
-// FuzzHandshakeInput feeds arbitrary first bytes to a STRICT-style TLS server: it
-// must fail cleanly (no panic, no hang past the deadline) and never accept.
+// FuzzHandshakeInput feeds arbitrary first bytes to the proxy's own inbound handler
+// on a STRICT port: it must return (no hang past the handshake timeout), never
+// panic, and never accept a connection without a valid client certificate.
 func FuzzHandshakeInput(f *testing.F) {
 	hello := clientHello(f)
 	f.Add(hello)
 	f.Add(hello[:len(hello)/2])
 	f.Add([]byte{0x16, 0x03, 0x01, 0x00, 0x05, 0x01, 0x00, 0x00, 0x01, 0x00})
-	cfg := strictTestConfig()
-	f.Fuzz(func(t *testing.T, b []byte) { runHSWith(t, cfg, b) })
-}
-
-// strictTestConfig is a server configuration that accepts only a client
-// certificate from a CA nobody has.
-func strictTestConfig() *tls.Config {
+	f.Add([]byte("GET / HTTP/1.1\r\n\r\n"))
 	ca := testpki.MustCA("mesh")
-	server := ca.MustIssue(serverID)
-	td := spiffeid.RequireTrustDomainFromString("cluster.local")
-	cfg := &tls.Config{
-		MinVersion:   tls.VersionTLS13,
-		Certificates: []tls.Certificate{server.TLS},
-		ClientAuth:   tls.RequireAnyClientCert,
-		VerifyConnection: func(cs tls.ConnectionState) error {
-			_, err := VerifyPeer(cs.PeerCertificates, PeerPolicy{TrustDomain: td, Roots: ca.Pool(), Now: time.Now()})
-			return err
-		},
-	}
-	return cfg
-}
-
-func runHSWith(t *testing.T, cfg *tls.Config, b []byte) {
-	{
+	src := &MemorySource{}
+	src.Set(&ca.MustIssue(serverID).TLS, ca.CertPEM)
+	p := New(src, Options{HandshakeTimeout: 500 * time.Millisecond, SniffTimeout: 50 * time.Millisecond})
+	p.SetConfig(ppc("sha256:fuzz", ModeStrict))
+	f.Fuzz(func(t *testing.T, b []byte) {
 		c, s := net.Pipe()
 		defer c.Close()
 		go func() { _, _ = io.Copy(io.Discard, c) }()
@@ -74,14 +55,18 @@ func runHSWith(t *testing.T, cfg *tls.Config, b []byte) {
 			_, _ = c.Write(b)
 			_ = c.Close()
 		}()
-		_ = s.SetDeadline(time.Now().Add(2 * time.Second))
-		p, prefix, _ := sniff(s, time.Now().Add(time.Second), time.Now().Add(time.Second))
-		if p != TLS {
-			return
+		done := make(chan struct{})
+		go func() {
+			p.inbound(s, 1)
+			close(done)
+		}()
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			t.Fatal("the inbound handler did not return")
 		}
-		conn := tls.Server(&prefixConn{Conn: s, prefix: prefix}, cfg)
-		if err := conn.Handshake(); err == nil {
-			t.Fatal("a handshake without a valid client certificate succeeded")
+		if n := p.Counters().MTLS.Load(); n != 0 {
+			t.Fatalf("%d connections accepted as mTLS", n)
 		}
-	}
+	})
 }

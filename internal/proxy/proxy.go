@@ -314,7 +314,7 @@ func (p *Proxy) certificateVerdict(st *state, now time.Time) CertificateVerdict 
 		}
 		return CertificateVerdict{Reason: "NoCertificate", Message: msg}
 	case mat.Roots == nil:
-		msg := "no trust bundle (ConfigMap " + "meshtls-trust-bundle" + ", key ca.crt) yet"
+		msg := "no trust bundle (ConfigMap meshtls-trust-bundle, key ca.crt) yet"
 		if mat.RootsErr != nil {
 			msg = mat.RootsErr.Error()
 		}
