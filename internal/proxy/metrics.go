@@ -281,6 +281,10 @@ func writeProcess(w io.Writer, start time.Time) {
 	gauge("go_goroutines", "Number of goroutines that currently exist.", float64(runtime.NumGoroutine()))
 	gauge("go_memstats_heap_alloc_bytes", "Number of heap bytes allocated and still in use.", float64(ms.HeapAlloc))
 	gauge("go_memstats_sys_bytes", "Number of bytes obtained from the system.", float64(ms.Sys))
+	gauge("go_memstats_heap_inuse_bytes", "Number of heap bytes that are in use.", float64(ms.HeapInuse))
+	gauge("go_memstats_heap_idle_bytes", "Number of heap bytes waiting to be used.", float64(ms.HeapIdle))
+	gauge("go_memstats_heap_released_bytes", "Number of heap bytes released to the OS.", float64(ms.HeapReleased))
+	gauge("go_memstats_stack_inuse_bytes", "Number of bytes in use by the stack allocator.", float64(ms.StackInuse))
 	gauge("process_start_time_seconds", "Start time of the process since unix epoch in seconds.", float64(start.Unix()))
 	if b, err := os.ReadFile("/proc/self/statm"); err == nil {
 		if f := strings.Fields(string(b)); len(f) > 1 {
