@@ -52,7 +52,7 @@ func TestDefaultDeployment(t *testing.T) {
 	m := build(t, "config/default")
 
 	injector := find(t, m, "MutatingWebhookConfiguration", "meshtls-injector")
-	if got := injector["metadata"].(map[string]any)["annotations"].(map[string]any)["cert-manager.io/inject-ca-from"]; got != "meshtls-system/meshtls-webhook" {
+	if got := injector["metadata"].(map[string]any)["annotations"].(map[string]any)["cert-manager.io/inject-ca-from"]; got != "meshtls-system/meshtls-webhook-ca" {
 		t.Errorf("injector CA injection = %v", got)
 	}
 	hooks := injector["webhooks"].([]any)
@@ -201,7 +201,7 @@ func TestDefaultFollowsNamespace(t *testing.T) {
 	for _, want := range []string{
 		"'system:serviceaccount:" + other + ":meshtls-operator'",
 		"meshtls-webhook." + other + ".svc",
-		"cert-manager.io/inject-ca-from: " + other + "/meshtls-webhook",
+		"cert-manager.io/inject-ca-from: " + other + "/meshtls-webhook-ca",
 	} {
 		if !strings.Contains(string(out), want) {
 			t.Errorf("config/default with namespace %s does not say %s", other, want)
@@ -213,5 +213,108 @@ func TestDefaultFollowsNamespace(t *testing.T) {
 		if !strings.Contains(fmt.Sprint(w["namespaceSelector"]), other) {
 			t.Errorf("webhook %v does not exclude the operator's namespace %s: %v", w["name"], other, w["namespaceSelector"])
 		}
+	}
+}
+
+// TestWebhookCertificateChain: the webhook configurations trust a CA, not the serving
+// leaf, so a renewed leaf (new key) is trusted before the pods serve it and the old
+// one after: self-signed Issuer -> CA Certificate -> CA Issuer -> leaf, and
+// cainjector injects the CA Certificate. The CA keeps its key across renewals, so
+// leaves it signed before stay trusted.
+func TestWebhookCertificateChain(t *testing.T) {
+	m := build(t, "config/default")
+	str := func(obj map[string]any, path ...string) string {
+		var cur any = obj
+		for _, p := range path {
+			next, ok := cur.(map[string]any)
+			if !ok {
+				return ""
+			}
+			cur = next[p]
+		}
+		return fmt.Sprint(cur)
+	}
+	leaf := find(t, m, "Certificate", "meshtls-webhook")
+	if str(leaf, "spec", "isCA") == "true" || str(leaf, "spec", "issuerRef", "kind") != "Issuer" {
+		t.Fatalf("the serving certificate must be a leaf from an Issuer: %v", leaf["spec"])
+	}
+	caIssuer := find(t, m, "Issuer", str(leaf, "spec", "issuerRef", "name"))
+	caSecret := str(caIssuer, "spec", "ca", "secretName")
+	var ca map[string]any
+	for _, r := range m.Resources() {
+		if obj, _ := r.Map(); r.GetKind() == "Certificate" && str(obj, "spec", "secretName") == caSecret {
+			ca = obj
+		}
+	}
+	if ca == nil {
+		t.Fatalf("the serving certificate's Issuer %s is not a CA Issuer on a Certificate's Secret (spec.ca.secretName %q)", caIssuer["metadata"].(map[string]any)["name"], caSecret)
+	}
+	caName := str(ca, "metadata", "name")
+	if str(ca, "spec", "isCA") != "true" || str(ca, "spec", "privateKey", "rotationPolicy") != "Never" {
+		t.Errorf("Certificate %s: want isCA true and privateKey.rotationPolicy Never (leaves stay trusted across its renewals): %v", caName, ca["spec"])
+	}
+	if root := find(t, m, "Issuer", str(ca, "spec", "issuerRef", "name")); str(root, "spec", "selfSigned") == "" || str(root, "spec", "selfSigned") == "<nil>" {
+		t.Errorf("the CA's Issuer is not self-signed: %v", root["spec"])
+	}
+	for _, kind := range []string{"MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"} {
+		for _, r := range m.Resources() {
+			if r.GetKind() != kind {
+				continue
+			}
+			if got, want := r.GetAnnotations()["cert-manager.io/inject-ca-from"], "meshtls-system/"+caName; got != want {
+				t.Errorf("%s %s: cert-manager.io/inject-ca-from = %q, want the CA %q", kind, r.GetName(), got, want)
+			}
+		}
+	}
+}
+
+// TestManagerHighAvailability: a drain never takes both manager replicas (the
+// webhooks fail closed), and the scheduler spreads them over nodes where it can.
+func TestManagerHighAvailability(t *testing.T) {
+	m := build(t, "config/default")
+	deploy := find(t, m, "Deployment", "meshtls-operator")
+	spec := deploy["spec"].(map[string]any)
+	podLabels := spec["template"].(map[string]any)["metadata"].(map[string]any)["labels"].(map[string]any)
+	selects := func(what string, sel any) {
+		t.Helper()
+		ml, _ := sel.(map[string]any)["matchLabels"].(map[string]any)
+		if len(ml) == 0 {
+			t.Errorf("%s selects nothing: %v", what, sel)
+		}
+		for k, v := range ml {
+			if podLabels[k] != v {
+				t.Errorf("%s selects %s=%v, the manager's pods have %v", what, k, v, podLabels)
+			}
+		}
+	}
+	pdb := find(t, m, "PodDisruptionBudget", "meshtls-operator")
+	if pdb["metadata"].(map[string]any)["namespace"] != "meshtls-system" {
+		t.Errorf("the PodDisruptionBudget is not in the Deployment's namespace: %v", pdb["metadata"])
+	}
+	pdbSpec := pdb["spec"].(map[string]any)
+	if fmt.Sprint(pdbSpec["minAvailable"]) != "1" || fmt.Sprint(spec["replicas"]) != "2" {
+		t.Errorf("want minAvailable 1 of 2 replicas, got minAvailable %v of %v", pdbSpec["minAvailable"], spec["replicas"])
+	}
+	selects("the PodDisruptionBudget", pdbSpec["selector"])
+
+	pod := spec["template"].(map[string]any)["spec"].(map[string]any)
+	terms, _ := pod["affinity"].(map[string]any)["podAntiAffinity"].(map[string]any)["preferredDuringSchedulingIgnoredDuringExecution"].([]any)
+	hostname := false
+	for _, term := range terms {
+		a := term.(map[string]any)["podAffinityTerm"].(map[string]any)
+		if a["topologyKey"] == "kubernetes.io/hostname" {
+			hostname = true
+			selects("the pod anti-affinity", a["labelSelector"])
+		}
+	}
+	if !hostname {
+		t.Errorf("no preferred pod anti-affinity on kubernetes.io/hostname: %v", pod["affinity"])
+	}
+	for _, c := range pod["topologySpreadConstraints"].([]any) {
+		c := c.(map[string]any)
+		if c["whenUnsatisfiable"] != "ScheduleAnyway" {
+			t.Errorf("topology spread %v: a hard constraint would leave a replica Pending on a one-zone cluster", c)
+		}
+		selects("the topology spread", c["labelSelector"])
 	}
 }
