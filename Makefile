@@ -29,16 +29,19 @@ test: controlplane ## Unit and integration tests against a real kube-apiserver, 
 	go test $(GO_TEST_FLAGS) ./...
 
 .PHONY: bench
-bench: controlplane ## Benchmarks: resolver and admission decisions (go test -bench), convergence and write discipline, cold start and RSS, admission latency, certificate issuance.
+bench: controlplane ## Benchmarks: resolver and admission decisions (go test -bench), convergence and write discipline, cold start and RSS, admission latency, certificate issuance, the proxy against bare TLS and ghostunnel.
 	go test -run '^$$' -bench . -benchtime 2s ./internal/policy/
 	go run ./test/bench/convergence -pods 1000,5000
 	go run ./test/bench/coldstart -pods 10000 -policies 1000
 	go run ./test/bench/admission -policies 1000 -pods 5000
 	go run ./test/bench/identity
+	go run ./test/bench/proxy
 
 .PHONY: fuzz
 fuzz: ## Run each fuzz target briefly (FUZZTIME per target, default 10s).
 	go test -run '^$$' -fuzz FuzzAdmitWorkloadPolicy -fuzztime $(or $(FUZZTIME),10s) ./internal/policy/
+	go test -run '^$$' -fuzz FuzzClassify -fuzztime $(or $(FUZZTIME),10s) ./internal/proxy/
+	go test -run '^$$' -fuzz FuzzHandshakeInput -fuzztime $(or $(FUZZTIME),10s) ./internal/proxy/
 
 .PHONY: controlplane
 controlplane: ## Build (once) and cache kube-apiserver, kube-controller-manager, etcd, kubectl and the cert-manager runner.
