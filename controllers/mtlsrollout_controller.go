@@ -10,6 +10,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apiequality "k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -35,7 +36,7 @@ const RolloutFieldManager = "meshtls-rollout"
 // The rollout controller reads PodProxyConfigs with their status (from the API: the
 // cache drops it) and writes spec.mode of NamespaceMTLSPolicies, creating them.
 //
-// +kubebuilder:rbac:groups=security.meshtls.io,resources=namespacemtlspolicies,verbs=create;patch
+// +kubebuilder:rbac:groups=security.meshtls.io,resources=namespacemtlspolicies,verbs=create;patch;delete
 
 // MTLSRolloutReconciler moves the namespaces an MTLSRollout selects to its target mode
 // one step at a time, and back when they break. Every decision is rollout.Step's; this
@@ -63,6 +64,9 @@ type MTLSRolloutReconciler struct {
 	Poll time.Duration
 	// ProxyDelay coalesces PodProxyConfig changes into one step; two seconds when zero.
 	ProxyDelay time.Duration
+	// ProxyReportInterval is how late a proxy may report a plaintext connection (it
+	// writes counters at most once a minute); rollout.DefaultReportLag when zero.
+	ProxyReportInterval time.Duration
 }
 
 // SetupWithManager registers the reconciler.
@@ -125,8 +129,30 @@ func (r *MTLSRolloutReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 	}
 
 	var errs []error
+	rolledBack := map[string]bool{}
 	for _, a := range res.Actions {
-		errs = append(errs, r.act(ctx, ro, a))
+		err := r.act(ctx, ro, a)
+		errs = append(errs, err)
+		if err == nil && a.Type == rollout.Rollback {
+			rolledBack[a.Namespace] = true
+		}
+	}
+	// A rollback write that succeeded is recorded: the rollback is done then, even if
+	// spec.mode changes again later or the namespace leaves the selection.
+	if len(rolledBack) > 0 {
+		now := metav1.NewTime(r.Now().Truncate(time.Second))
+		changed := false
+		for i := range ro.Status.Namespaces {
+			e := &ro.Status.Namespaces[i]
+			if rolledBack[e.Name] && e.State == v1alpha1.NamespaceRolledBack && e.RolledBackAt == nil {
+				e.RolledBackAt, changed = &now, true
+			}
+		}
+		if changed {
+			if err := r.Client.Status().Update(ctx, ro, client.FieldOwner(FieldManager)); err != nil && !apierrors.IsConflict(err) && !apierrors.IsNotFound(err) {
+				errs = append(errs, fmt.Errorf("failed to record the rollback in MTLSRollout %s: %w", ro.Name, err))
+			}
+		}
 	}
 	r.record(ctx, ro, res.Notes)
 	metrics.ObserveRollout(ro.Name, string(ro.Status.Phase), states(ro.Status.Namespaces))
@@ -153,6 +179,19 @@ func (r *MTLSRolloutReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 // whoever owned it (a GitOps tool, kubectl), which is the point of a rollout; the
 // GitOps recipe in docs/rollout.md makes those tools leave it alone meanwhile.
 func (r *MTLSRolloutReconciler) act(ctx context.Context, ro *v1alpha1.MTLSRollout, a rollout.Action) error {
+	if a.Type == rollout.Rollback && a.Delete {
+		deleted, err := r.deleteCreated(ctx, a.Namespace)
+		if err != nil || deleted {
+			result := "ok"
+			if err != nil {
+				result = "error"
+				r.Recorder.Eventf(ro, nil, corev1.EventTypeWarning, "RollbackFailed", "Rollback",
+					"namespace %s: failed to delete the NamespaceMTLSPolicy default the rollout created: %v", a.Namespace, err)
+			}
+			metrics.RolloutWrites.WithLabelValues(string(a.Type), result).Inc()
+			return err
+		}
+	}
 	u := &unstructured.Unstructured{}
 	u.SetAPIVersion(v1alpha1.GroupVersion.String())
 	u.SetKind("NamespaceMTLSPolicy")
@@ -160,6 +199,24 @@ func (r *MTLSRolloutReconciler) act(ctx context.Context, ro *v1alpha1.MTLSRollou
 	u.SetName(v1alpha1.NamespaceMTLSPolicyName)
 	if err := unstructured.SetNestedField(u.Object, string(a.Mode), "spec", "mode"); err != nil {
 		return err
+	}
+	if a.Type == rollout.Promote {
+		// Until the namespace has soaked, the policy says who promoted it, when, and
+		// from what: a rollout re-created meanwhile resumes the soak instead of
+		// skipping a namespace that merely looks STRICT. Settle and Rollback apply
+		// without them, and server-side apply removes them.
+		u.SetAnnotations(map[string]string{
+			v1alpha1.AnnotationPromotedBy:   ro.Name,
+			v1alpha1.AnnotationPromotedAt:   r.Now().UTC().Format(time.RFC3339),
+			v1alpha1.AnnotationPreviousMode: string(a.Previous),
+		})
+		if a.Repeat {
+			if at := r.promotedAt(ctx, a.Namespace); at != "" {
+				ann := u.GetAnnotations()
+				ann[v1alpha1.AnnotationPromotedAt] = at
+				u.SetAnnotations(ann)
+			}
+		}
 	}
 	err := r.Client.Apply(ctx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner(RolloutFieldManager), client.ForceOwnership)
 	result := "ok"
@@ -174,6 +231,41 @@ func (r *MTLSRolloutReconciler) act(ctx context.Context, ro *v1alpha1.MTLSRollou
 	}
 	log.FromContext(ctx).Info("wrote spec.mode", "namespace", a.Namespace, "mode", a.Mode, "action", a.Type, "repeat", a.Repeat)
 	return nil
+}
+
+// promotedAt is the promoted-at mark of the namespace's policy, "" when none.
+func (r *MTLSRolloutReconciler) promotedAt(ctx context.Context, ns string) string {
+	p := &v1alpha1.NamespaceMTLSPolicy{}
+	if err := r.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: v1alpha1.NamespaceMTLSPolicyName}, p); err != nil {
+		return ""
+	}
+	return p.Annotations[v1alpha1.AnnotationPromotedAt]
+}
+
+// deleteCreated deletes the NamespaceMTLSPolicy "default" the rollout created, when no
+// one else has set a field of it since; it reports false (write the previous mode
+// instead) when someone has. The delete is conditional on the version it checked.
+func (r *MTLSRolloutReconciler) deleteCreated(ctx context.Context, ns string) (bool, error) {
+	p := &v1alpha1.NamespaceMTLSPolicy{}
+	if err := r.Reader.Get(ctx, client.ObjectKey{Namespace: ns, Name: v1alpha1.NamespaceMTLSPolicyName}, p); err != nil {
+		if apierrors.IsNotFound(err) {
+			return true, nil
+		}
+		return false, fmt.Errorf("failed to get NamespaceMTLSPolicy %s/default: %w", ns, err)
+	}
+	if !ownedOnlyByRollout(p) {
+		return false, nil
+	}
+	uid, rv := p.UID, p.ResourceVersion
+	err := r.Client.Delete(ctx, p, client.Preconditions{UID: &uid, ResourceVersion: &rv})
+	switch {
+	case err == nil || apierrors.IsNotFound(err):
+		log.FromContext(ctx).Info("deleted the NamespaceMTLSPolicy the rollout created", "namespace", ns)
+		return true, nil
+	case apierrors.IsConflict(err):
+		return false, fmt.Errorf("NamespaceMTLSPolicy %s/default changed while the rollback looked at it; trying again", ns)
+	}
+	return false, fmt.Errorf("failed to delete NamespaceMTLSPolicy %s/default: %w", ns, err)
 }
 
 // eventReasons are the Event reasons of the namespace transitions worth an Event, and

@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"sort"
 	"time"
@@ -23,7 +24,8 @@ import (
 // with their status. That read is the only uncached one, and it is made for the
 // namespaces in flight, or for those waiting while a promotion slot is free.
 func (r *MTLSRolloutReconciler) observe(ctx context.Context, ro *v1alpha1.MTLSRollout, now time.Time) (rollout.Observation, error) {
-	obs := rollout.Observation{Generation: ro.Generation, Modes: map[string]v1alpha1.Mode{}, Pods: map[string][]rollout.Pod{}}
+	obs := rollout.Observation{Generation: ro.Generation, Modes: map[string]v1alpha1.Mode{}, Pods: map[string][]rollout.Pod{},
+		ReportLag: r.ProxyReportInterval, Marks: map[string]rollout.Mark{}, ModeWriters: map[string]string{}}
 
 	namespaces := &corev1.NamespaceList{}
 	if err := r.Client.List(ctx, namespaces); err != nil {
@@ -78,6 +80,12 @@ func (r *MTLSRolloutReconciler) observe(ctx context.Context, ro *v1alpha1.MTLSRo
 		switch err := r.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: v1alpha1.NamespaceMTLSPolicyName}, p); {
 		case err == nil:
 			obs.Modes[ns] = p.Spec.Mode
+			if m, ok := markOf(p); ok {
+				obs.Marks[ns] = m
+			}
+			if w := modeWriter(p); w != "" {
+				obs.ModeWriters[ns] = w
+			}
 		case !apierrors.IsNotFound(err):
 			return obs, fmt.Errorf("failed to get NamespaceMTLSPolicy %s/default: %w", ns, err)
 		}
@@ -140,4 +148,57 @@ func (r *MTLSRolloutReconciler) olderOverlaps(ctx context.Context, ro *v1alpha1.
 		}
 	}
 	return out, nil
+}
+
+// markOf reads the promotion marks a rollout leaves on a policy it promoted until the
+// namespace has soaked.
+func markOf(p *v1alpha1.NamespaceMTLSPolicy) (rollout.Mark, bool) {
+	by, ok := p.Annotations[v1alpha1.AnnotationPromotedBy]
+	if !ok || by == "" {
+		return rollout.Mark{}, false
+	}
+	m := rollout.Mark{By: by, PreviousMode: v1alpha1.Mode(p.Annotations[v1alpha1.AnnotationPreviousMode])}
+	if t, err := time.Parse(time.RFC3339, p.Annotations[v1alpha1.AnnotationPromotedAt]); err == nil {
+		m.At = t
+	}
+	return m, true
+}
+
+// modeWriter names the field manager other than the rollout that last wrote spec.mode
+// of the policy, from its managedFields; "" when none.
+func modeWriter(p *v1alpha1.NamespaceMTLSPolicy) string {
+	var name string
+	var at time.Time
+	for _, f := range p.ManagedFields {
+		if f.Manager == RolloutFieldManager || f.Subresource != "" || f.FieldsV1 == nil || !ownsSpecMode(f.FieldsV1.Raw) {
+			continue
+		}
+		if t := f.Time; name == "" || (t != nil && t.After(at)) {
+			name = f.Manager
+			if t != nil {
+				at = t.Time
+			}
+		}
+	}
+	return name
+}
+
+func ownsSpecMode(raw []byte) bool {
+	var fields map[string]map[string]any
+	if err := json.Unmarshal(raw, &fields); err != nil {
+		return false
+	}
+	_, ok := fields["f:spec"]["f:mode"]
+	return ok
+}
+
+// ownedOnlyByRollout: no field manager but the rollout has set a field of the object
+// (the status, written by the operator, does not count).
+func ownedOnlyByRollout(obj metav1.Object) bool {
+	for _, f := range obj.GetManagedFields() {
+		if f.Subresource == "" && f.Manager != RolloutFieldManager {
+			return false
+		}
+	}
+	return true
 }

@@ -219,7 +219,10 @@ func (v *MeshPolicyValidator) ValidateDelete(_ context.Context, p *v1alpha1.Mesh
 // +kubebuilder:webhook:path=/validate-security-meshtls-io-v1alpha1-mtlsrollout,mutating=false,failurePolicy=fail,sideEffects=None,groups=security.meshtls.io,resources=mtlsrollouts,verbs=create;update,versions=v1alpha1,name=vmtlsrollout.meshtls.io,admissionReviewVersions=v1,timeoutSeconds=5
 
 // RolloutValidator refuses a rollout whose namespaces overlap with those of another
-// rollout that has not finished.
+// rollout that has not finished. On update it refuses only a change of
+// namespaceSelector that adds such an overlap: pausing, or any edit that leaves the
+// selector as it is, always passes, even when an overlap arose since (a namespace
+// labelled for both): a running rollout must always be stoppable.
 type RolloutValidator struct {
 	Client client.Reader
 	Ready  func() error
@@ -228,7 +231,7 @@ type RolloutValidator struct {
 var _ admission.Validator[*v1alpha1.MTLSRollout] = &RolloutValidator{}
 
 func (v *RolloutValidator) validate(ctx context.Context, old, r *v1alpha1.MTLSRollout) (admission.Warnings, error) {
-	if old != nil && unchanged(old.Spec, r.Spec) {
+	if old != nil && (unchanged(old.Spec, r.Spec) || policy.SelectorKey(&old.Spec.NamespaceSelector) == policy.SelectorKey(&r.Spec.NamespaceSelector)) {
 		return nil, nil
 	}
 	sel := &r.Spec.NamespaceSelector
@@ -259,6 +262,9 @@ func (v *RolloutValidator) validate(ctx context.Context, old, r *v1alpha1.MTLSRo
 	if err != nil {
 		return nil, invalid("MTLSRollout", r.Name, field.ErrorList{field.Invalid(path, r.Spec.NamespaceSelector, err.Error())})
 	}
+	if old != nil {
+		conflicts = newConflicts(old, conflicts, rollouts.Items, nsLabels)
+	}
 	var errs field.ErrorList
 	for _, c := range conflicts {
 		what := "the same namespaces"
@@ -269,6 +275,41 @@ func (v *RolloutValidator) validate(ctx context.Context, old, r *v1alpha1.MTLSRo
 			"selects %s, which MTLSRollout %q (phase %q) is still rolling out; wait for it to finish, or narrow this selector", what, c.Rollout, c.Phase)))
 	}
 	return nil, invalid("MTLSRollout", r.Name, errs)
+}
+
+// newConflicts keeps, of the conflicts of an updated rollout, those its old selector
+// did not have already: namespaces the change adds to another unfinished rollout's.
+func newConflicts(old *v1alpha1.MTLSRollout, conflicts []rollout.Conflict, others []v1alpha1.MTLSRollout, nsLabels map[string]map[string]string) []rollout.Conflict {
+	before, err := rollout.Conflicts(old, others, nsLabels)
+	if err != nil {
+		return conflicts // the old selector selected nothing usable
+	}
+	had := map[string]map[string]bool{}
+	for _, c := range before {
+		had[c.Rollout] = map[string]bool{}
+		for _, ns := range c.Namespaces {
+			had[c.Rollout][ns] = true
+		}
+	}
+	var out []rollout.Conflict
+	for _, c := range conflicts {
+		seen, ok := had[c.Rollout]
+		if !ok {
+			out = append(out, c)
+			continue
+		}
+		var added []string
+		for _, ns := range c.Namespaces {
+			if !seen[ns] {
+				added = append(added, ns)
+			}
+		}
+		if len(added) > 0 {
+			c.Namespaces = added
+			out = append(out, c)
+		}
+	}
+	return out
 }
 
 // ValidateCreate implements admission.Validator.

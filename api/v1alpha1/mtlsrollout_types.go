@@ -53,6 +53,24 @@ const (
 	// RolloutReasonPodsWithoutSidecar: nothing can move until meshed pods without a
 	// sidecar are recreated (they cannot speak mTLS).
 	RolloutReasonPodsWithoutSidecar = "PodsWithoutSidecar"
+	// RolloutReasonNamespaceNotReady: a namespace has waited longer than
+	// spec.progressDeadline; the rollout keeps waiting for it.
+	RolloutReasonNamespaceNotReady = "NamespaceNotReady"
+	// RolloutReasonModeContested: someone else kept changing spec.mode of a promoted
+	// namespace's policy; the namespace failed.
+	RolloutReasonModeContested = "ModeContested"
+	// RolloutReasonRollbackNotApplied: a namespace's previous mode could not be
+	// written back yet.
+	RolloutReasonRollbackNotApplied = "RollbackNotApplied"
+)
+
+// Annotations the rollout sets on a NamespaceMTLSPolicy it promoted, until the
+// namespace has soaked, so that a rollout re-created meanwhile resumes the soak
+// instead of skipping a namespace that looks STRICT already.
+const (
+	AnnotationPromotedBy   = "meshtls.io/promoted-by"
+	AnnotationPromotedAt   = "meshtls.io/promoted-at"
+	AnnotationPreviousMode = "meshtls.io/previous-mode"
 )
 
 // NamespaceRolloutState is the state of one namespace in a rollout.
@@ -134,6 +152,17 @@ type MTLSRolloutSpec struct {
 	// paused stops the rollout from promoting more namespaces.
 	// +optional
 	Paused bool `json:"paused,omitempty"`
+
+	// progressDeadline: a namespace whose turn came but that has not moved on (its
+	// pods not ready, or not applying the target mode) for longer than this sets
+	// Stalled=True with reason NamespaceNotReady, naming it and its blocking pods. The
+	// rollout keeps waiting; Stalled clears when the namespace moves. Defaults to 30m.
+	// +optional
+	// +kubebuilder:default="30m"
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$`
+	// +kubebuilder:validation:MaxLength=64
+	ProgressDeadline *metav1.Duration `json:"progressDeadline,omitempty"`
 }
 
 // NamespaceRolloutStatus is the rollout state of one namespace.
@@ -161,6 +190,40 @@ type NamespaceRolloutStatus struct {
 	// +optional
 	// +kubebuilder:validation:MaxLength=1024
 	Message string `json:"message,omitempty"`
+
+	// reason is the machine-readable cause of the state or message, e.g.
+	// PlaintextRejected, ModeContested, BelowMinimumMode.
+	// +optional
+	// +kubebuilder:validation:MaxLength=64
+	Reason string `json:"reason,omitempty"`
+
+	// lastPlaintextTime is the latest plaintext connection any pod of the namespace
+	// reported while the rollout watched it. It is kept here so that deleting the pod
+	// does not erase the evidence: promotion waits plaintextWindow after it.
+	// +optional
+	LastPlaintextTime *metav1.Time `json:"lastPlaintextTime,omitempty"`
+
+	// lastPlaintextPod is the pod that reported lastPlaintextTime.
+	// +optional
+	// +kubebuilder:validation:MaxLength=253
+	LastPlaintextPod string `json:"lastPlaintextPod,omitempty"`
+
+	// soakRestarts counts how often spec.mode was changed by someone else after
+	// promotion, so that the rollout had to write it again and start the soak over.
+	// After 3 the namespace fails with reason ModeContested.
+	// +optional
+	SoakRestarts int32 `json:"soakRestarts,omitempty"`
+
+	// createdPolicy: the rollout created the NamespaceMTLSPolicy "default" when it
+	// promoted the namespace; a rollback deletes it again when nobody else has set a
+	// field of it since.
+	// +optional
+	CreatedPolicy bool `json:"createdPolicy,omitempty"`
+
+	// rolledBackAt is when the rollback write succeeded. The rollback is done then,
+	// whatever happens to spec.mode afterwards.
+	// +optional
+	RolledBackAt *metav1.Time `json:"rolledBackAt,omitempty"`
 
 	// rejectedPlaintextAtPromotion is the rejectedPlaintext counter, at promotion, of
 	// each pod whose counter was not zero then. A rise above it after promotion is a

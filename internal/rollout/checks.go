@@ -18,9 +18,21 @@ type blocker struct {
 	needsUser bool
 }
 
+// checkEnv is what the checks know besides the pods.
+type checkEnv struct {
+	now    time.Time
+	window time.Duration
+	// lag is how late a proxy may report a plaintext connection (its report interval).
+	lag time.Duration
+	// last is the latest plaintext the rollout remembers for the namespace (from pods
+	// that may be gone), zero when none.
+	last    time.Time
+	lastPod string
+}
+
 // check looks at the meshed pods of a namespace and says what, if anything, keeps it
 // from promotion.
-type check func(pods []Pod, now time.Time, window time.Duration) *blocker
+type check func(pods []Pod, env *checkEnv) *blocker
 
 // readiness is the chain of promotion checks, in the order their messages are shown.
 // A namespace is promoted only when none of them blocks.
@@ -35,19 +47,22 @@ var readiness = []check{
 	withoutCertificate,
 	// A client that still speaks plaintext would be refused.
 	plaintextSeen,
+	// A pod that has not been watched for a whole plaintextWindow has no evidence
+	// either way: its silence is not "no plaintext".
+	notWatchedLongEnough,
 }
 
-func blockers(pods []Pod, now time.Time, window time.Duration) []*blocker {
+func blockers(pods []Pod, env *checkEnv) []*blocker {
 	var out []*blocker
 	for _, c := range readiness {
-		if b := c(pods, now, window); b != nil {
+		if b := c(pods, env); b != nil {
 			out = append(out, b)
 		}
 	}
 	return out
 }
 
-func withoutSidecar(pods []Pod, _ time.Time, _ time.Duration) *blocker {
+func withoutSidecar(pods []Pod, _ *checkEnv) *blocker {
 	names := podNames(pods, func(p *Pod) bool { return p.Config && p.SidecarMissing })
 	if len(names) == 0 {
 		return nil
@@ -56,7 +71,7 @@ func withoutSidecar(pods []Pod, _ time.Time, _ time.Duration) *blocker {
 		ofPods(len(names), len(pods), "has", "have"), them(len(names)), nameFew(names))}
 }
 
-func withoutConfig(pods []Pod, _ time.Time, _ time.Duration) *blocker {
+func withoutConfig(pods []Pod, _ *checkEnv) *blocker {
 	names := podNames(pods, func(p *Pod) bool { return !p.Config })
 	if len(names) == 0 {
 		return nil
@@ -64,7 +79,7 @@ func withoutConfig(pods []Pod, _ time.Time, _ time.Duration) *blocker {
 	return &blocker{message: fmt.Sprintf("%s no PodProxyConfig yet: %s", ofPods(len(names), len(pods), "has", "have"), nameFew(names))}
 }
 
-func notApplied(pods []Pod, _ time.Time, _ time.Duration) *blocker {
+func notApplied(pods []Pod, _ *checkEnv) *blocker {
 	names := podNames(pods, func(p *Pod) bool { return p.Config && !p.SidecarMissing && !p.Applied })
 	if len(names) == 0 {
 		return nil
@@ -72,7 +87,7 @@ func notApplied(pods []Pod, _ time.Time, _ time.Duration) *blocker {
 	return &blocker{message: fmt.Sprintf("%s not applied %s config: %s", ofPods(len(names), len(pods), "has", "have"), its(len(names)), nameFew(names))}
 }
 
-func withoutCertificate(pods []Pod, _ time.Time, _ time.Duration) *blocker {
+func withoutCertificate(pods []Pod, _ *checkEnv) *blocker {
 	var names []string
 	for i := range pods {
 		p := &pods[i]
@@ -91,26 +106,65 @@ func withoutCertificate(pods []Pod, _ time.Time, _ time.Duration) *blocker {
 	return &blocker{message: fmt.Sprintf("%s no ready certificate: %s", ofPods(len(names), len(pods), "has", "have"), nameFew(names))}
 }
 
-func plaintextSeen(pods []Pod, now time.Time, window time.Duration) *blocker {
-	var last *Pod
+func plaintextSeen(pods []Pod, env *checkEnv) *blocker {
+	at, name, from := env.last, env.lastPod, ""
 	for i := range pods {
-		if p := &pods[i]; !p.LastPlaintext.IsZero() && (last == nil || p.LastPlaintext.After(last.LastPlaintext)) {
-			last = p
+		if p := &pods[i]; !p.LastPlaintext.IsZero() && !p.LastPlaintext.Before(at) {
+			at, name, from = p.LastPlaintext, p.Name, p.LastPlaintextFrom
 		}
 	}
-	if last == nil {
+	if at.IsZero() {
 		return nil
 	}
-	until := last.LastPlaintext.Add(window)
-	if !now.Before(until) {
+	until := at.Add(env.window)
+	if !env.now.Before(until) {
 		return nil
 	}
-	from := ""
-	if last.LastPlaintextFrom != "" {
-		from = " from " + last.LastPlaintextFrom
+	if from != "" {
+		from = " from " + from
 	}
 	return &blocker{until: until, message: fmt.Sprintf("plaintext seen %s ago on pod %s%s; promotion needs %s without plaintext, %s left",
-		human(now.Sub(last.LastPlaintext)), last.Name, from, human(window), human(until.Sub(now)))}
+		human(env.now.Sub(at)), name, from, human(env.window), human(until.Sub(env.now)))}
+}
+
+// notWatchedLongEnough blocks pods whose proxy has not been watched for a whole
+// plaintextWindow: one created a minute ago has seen a minute of traffic, and no
+// lastPlaintextTime from it says nothing about the rest of the window. A pod counts
+// as watched once plaintextWindow has passed since its PodProxyConfig was created and
+// its proxy reported after that, or, for a proxy with nothing new to report (it
+// writes only changes), once its report interval has passed as well.
+func notWatchedLongEnough(pods []Pod, env *checkEnv) *blocker {
+	var worst *Pod
+	var worstUntil time.Time
+	n := 0
+	for i := range pods {
+		p := &pods[i]
+		if !p.Config || p.SidecarMissing || p.Created.IsZero() {
+			continue
+		}
+		until := p.watchedUntil(env.window, env.lag)
+		if !env.now.Before(until) {
+			continue
+		}
+		n++
+		if worst == nil || until.After(worstUntil) {
+			worst, worstUntil = p, until
+		}
+	}
+	if worst == nil {
+		return nil
+	}
+	windowEnd := worst.Created.Add(env.window)
+	var msg string
+	if env.now.Before(windowEnd) {
+		msg = fmt.Sprintf("pod %s started %s ago: watching for plaintext for %s more", worst.Name, human(env.now.Sub(worst.Created)), human(windowEnd.Sub(env.now)))
+	} else {
+		msg = fmt.Sprintf("pod %s: its plaintext window ended %s ago; waiting up to %s more for its proxy's next report", worst.Name, human(env.now.Sub(windowEnd)), human(worstUntil.Sub(env.now)))
+	}
+	if n > 1 {
+		msg += fmt.Sprintf(" (%d pods not watched for %s yet)", n, human(env.window))
+	}
+	return &blocker{until: worstUntil, message: msg}
 }
 
 // rise is the increase of rejectedPlaintext since promotion.

@@ -33,6 +33,25 @@ type Observation struct {
 	// here was not observed; an observed namespace without meshed pods maps to an
 	// empty (non-nil) slice.
 	Pods map[string][]Pod
+	// ReportLag is how late a proxy may report (its report interval, one minute);
+	// DefaultReportLag when zero.
+	ReportLag time.Duration
+	// Marks are the promotion annotations found on NamespaceMTLSPolicies.
+	Marks map[string]Mark
+	// ModeWriters names, per namespace, the field manager that owns spec.mode of its
+	// NamespaceMTLSPolicy when that is not the rollout ("" or absent: unknown).
+	ModeWriters map[string]string
+}
+
+// DefaultReportLag is the proxy's report interval for counters and lastPlaintextTime.
+const DefaultReportLag = time.Minute
+
+// Mark is what a rollout wrote on a NamespaceMTLSPolicy it promoted and that has not
+// soaked yet (the meshtls.io/promoted-* annotations).
+type Mark struct {
+	By           string
+	At           time.Time
+	PreviousMode v1alpha1.Mode
 }
 
 // Mesh is what the rollout needs of the MeshMTLSPolicy "default". The zero value is
@@ -71,6 +90,25 @@ type Pod struct {
 	// RejectedPlaintext is the proxy's counter of plaintext connections refused on
 	// STRICT ports since it started.
 	RejectedPlaintext int64
+	// Created is when the PodProxyConfig was created: the proxy cannot have seen
+	// anything before. Zero: unknown (treated as watched long enough).
+	Created time.Time
+	// ReportedAt is the proxy's latest status write (zero: none).
+	ReportedAt time.Time
+	// WorkloadMode and WorkloadPolicy: the mode a WorkloadMTLSPolicy sets for the pod,
+	// and that policy's name, when WorkloadDecides.
+	WorkloadMode   v1alpha1.Mode
+	WorkloadPolicy string
+}
+
+// watchedUntil is when the pod has been watched for a whole plaintext window: window
+// after its creation, once its proxy has reported after that, or lag later at most.
+func (p *Pod) watchedUntil(window, lag time.Duration) time.Time {
+	end := p.Created.Add(window)
+	if !p.ReportedAt.Before(end) {
+		return end
+	}
+	return end.Add(lag)
 }
 
 // follows reports whether the pod's configuration reflects the namespace mode m:
@@ -93,6 +131,14 @@ func PodFrom(name string, uid types.UID, ppc *v1alpha1.PodProxyConfig) Pod {
 		return p
 	}
 	p.Config = true
+	p.Created = ppc.CreationTimestamp.Time
+	// The proxy is the only writer of the status (the guard sees to it): the latest
+	// status entry of managedFields is its latest report that changed something.
+	for _, f := range ppc.ManagedFields {
+		if f.Subresource == "status" && f.Time != nil && f.Time.After(p.ReportedAt) {
+			p.ReportedAt = f.Time.Time
+		}
+	}
 	p.SidecarMissing = ppc.Spec.Sidecar == v1alpha1.SidecarMissing
 	p.Applied = ppc.Status.AppliedHash != "" && ppc.Status.AppliedHash == ppc.Spec.ConfigHash
 	for _, d := range ppc.Spec.Decision {
@@ -100,6 +146,7 @@ func PodFrom(name string, uid types.UID, ppc *v1alpha1.PodProxyConfig) Pod {
 		case v1alpha1.ScopeWorkload:
 			if d.Mode != "" && d.Mode != v1alpha1.ModeUnset {
 				p.WorkloadDecides = true
+				p.WorkloadMode, p.WorkloadPolicy = d.Mode, d.Name
 			}
 		case v1alpha1.ScopeNamespace:
 			p.NamespaceMode = d.Mode

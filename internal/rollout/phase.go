@@ -42,7 +42,8 @@ func (p *planner) verdict() verdict {
 		if inFlight(e.State) && p.selected[e.Name] {
 			flying = append(flying, e.Name)
 		}
-		if e.State == v1alpha1.NamespaceRolledBack && p.mode(e.Name) != e.PreviousMode {
+		// A rollback is waited for only while it can still happen: see rollbackDone.
+		if e.State == v1alpha1.NamespaceRolledBack && !p.rollbackDone(e) {
 			unconfirmed = append(unconfirmed, e.Name)
 		}
 		if failedState(e.State) && (failed == nil || e.State == v1alpha1.NamespaceFailed && failed.State != v1alpha1.NamespaceFailed) {
@@ -83,6 +84,14 @@ func (p *planner) verdict() verdict {
 	case p.stalledBySidecars:
 		return verdict{phase: v1alpha1.RolloutProgressing, reason: v1alpha1.RolloutReasonPodsWithoutSidecar, stalled: true,
 			message: "no namespace can be promoted until its meshed pods without a sidecar are recreated; " + summary}
+	case len(p.rollbackStuck) > 0:
+		return verdict{phase: v1alpha1.RolloutProgressing, reason: v1alpha1.RolloutReasonRollbackNotApplied, stalled: true,
+			message: strings.Join(p.rollbackStuck, "; ") + "; " + summary}
+	case len(p.notReady) > 0:
+		// The rollout keeps waiting; Stalled tells tools and people that it needs
+		// someone, and clears when the namespace moves.
+		return verdict{phase: v1alpha1.RolloutProgressing, reason: v1alpha1.RolloutReasonNamespaceNotReady, stalled: true,
+			message: strings.Join(p.notReady, "; ") + "; " + summary}
 	case len(flying) > 0 || len(unconfirmed) > 0:
 		msg := summary
 		if failed != nil {
@@ -97,6 +106,16 @@ func (p *planner) verdict() verdict {
 func (p *planner) finished(phase v1alpha1.RolloutPhase, failed *v1alpha1.NamespaceRolloutStatus, summary string) verdict {
 	switch phase {
 	case v1alpha1.RolloutSucceeded:
+		var partly []string
+		for _, e := range p.entries {
+			if e.State == v1alpha1.NamespaceSucceeded && e.Reason == "WorkloadExceptions" {
+				partly = append(partly, e.Name+" ("+e.Message+")")
+			}
+		}
+		if len(partly) > 0 {
+			return verdict{phase: phase, reason: v1alpha1.RolloutReasonSucceeded, message: fmt.Sprintf(
+				"every selected namespace's policy is %s and soaked, but WorkloadMTLSPolicies keep some pods weaker: %s; %s", p.target, strings.Join(partly, "; "), summary)}
+		}
 		return verdict{phase: phase, reason: v1alpha1.RolloutReasonSucceeded, message: fmt.Sprintf("every selected namespace is %s: %s", p.target, summary)}
 	case v1alpha1.RolloutRolledBack, v1alpha1.RolloutFailed:
 		reason := v1alpha1.RolloutReasonRolledBack

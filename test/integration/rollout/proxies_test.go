@@ -64,7 +64,10 @@ func (p *proxy) report(ctx context.Context) error {
 	}
 	want := ppc.Status.DeepCopy()
 	want.AppliedHash = p.applied
-	want.Connections = &v1alpha1.ConnectionCounts{RejectedPlaintext: p.rejected}
+	// A proxy that serves traffic: its mTLS counter moves every second, so it reports,
+	// and the rollout sees reports after each pod's plaintext window (a quiet proxy
+	// reports nothing new, and the rollout then waits its report interval, a minute).
+	want.Connections = &v1alpha1.ConnectionCounts{MTLS: time.Now().Unix(), RejectedPlaintext: p.rejected}
 	want.LastPlaintextTime = p.lastPlaintext
 	p.mu.Unlock()
 	applied := metav1.ConditionFalse

@@ -370,6 +370,9 @@ func TestRolloutRollsBackANamespaceWhosePlaintextIsRejected(t *testing.T) {
 	// baseline, not a failure.
 	ps.get("bank-b", "web-1").set(func(p *proxy) { p.rejected = 4 })
 	ps.run(t)
+	// Every pod is watched for the plaintext window (5s) before it may be promoted;
+	// the namespaces are promoted in name order only when all are past it at resume.
+	watched := time.Now().Add(6 * time.Second)
 
 	ro := newRollout("bank", labels, true)
 	eventually(t, 30*time.Second, "create the rollout", func() error { return ignoreExists(k8s.Create(ctx, ro)) })
@@ -392,6 +395,7 @@ func TestRolloutRollsBackANamespaceWhosePlaintextIsRejected(t *testing.T) {
 		}
 	})
 
+	time.Sleep(time.Until(watched))
 	eventually(t, 10*time.Second, "resume", func() error {
 		ro := getRollout(t, "bank")
 		ro.Spec.Paused = false

@@ -1,0 +1,194 @@
+package rollout
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/meshtls/meshtls-operator/api/v1alpha1"
+)
+
+// Cases of the review of MTLSRollout, on the real API server with the manager.
+
+func TestRolloutAdmissionAlwaysLetsARolloutBePaused(t *testing.T) {
+	ctx := context.Background()
+	startManager(t)
+	for _, ns := range []string{"pause-x", "pause-y"} {
+		must(t, k8s.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}))
+	}
+	// Two rollouts that did not overlap when they were created.
+	a := newRollout("pause-a", map[string]string{"pause-team": "shop"}, true)
+	b := newRollout("pause-b", map[string]string{"pause-env": "prod"}, true)
+	for _, ro := range []*v1alpha1.MTLSRollout{a, b} {
+		eventually(t, 30*time.Second, "create "+ro.Name, func() error { return ignoreExists(k8s.Create(ctx, ro)) })
+	}
+	// Both unfinished (Paused) before the namespace comes to be selected by both.
+	for _, name := range []string{"pause-a", "pause-b"} {
+		expectPhase(t, name, v1alpha1.RolloutPending)
+	}
+	label := func(ns string, l map[string]string) {
+		eventually(t, 10*time.Second, "label "+ns, func() error {
+			n := &corev1.Namespace{}
+			if err := k8s.Get(ctx, client.ObjectKey{Name: ns}, n); err != nil {
+				return err
+			}
+			n.Labels = l
+			return k8s.Update(ctx, n)
+		})
+	}
+	label("pause-x", map[string]string{"pause-team": "shop", "pause-env": "prod"})
+
+	update := func(f func(*v1alpha1.MTLSRollout)) error {
+		var err error
+		for range 20 {
+			ro := getRollout(t, "pause-a")
+			f(ro)
+			if err = k8s.Update(ctx, ro); !apierrors.IsConflict(err) {
+				return err
+			}
+		}
+		return err
+	}
+	t.Run("should accept a pause, and every edit that keeps the selector, though the rollout overlaps another now", func(t *testing.T) {
+		if err := update(func(ro *v1alpha1.MTLSRollout) { ro.Spec.Paused = false }); err != nil {
+			t.Fatalf("resuming refused: %v", err)
+		}
+		if err := update(func(ro *v1alpha1.MTLSRollout) { ro.Spec.Paused = true }); err != nil {
+			t.Fatalf("pausing refused: %v", err)
+		}
+		if err := update(func(ro *v1alpha1.MTLSRollout) {
+			ro.Spec.SoakDuration = &metav1.Duration{Duration: 7 * time.Second}
+			ro.Spec.MaxConcurrent = 2
+			ro.Spec.PlaintextWindow = &metav1.Duration{Duration: 6 * time.Second}
+			ro.Spec.RollbackOnFailure = new(bool)
+		}); err != nil {
+			t.Fatalf("editing soakDuration, maxConcurrent, plaintextWindow, rollbackOnFailure refused: %v", err)
+		}
+	})
+	t.Run("should refuse a new selector that overlaps another unfinished rollout where the old one did not", func(t *testing.T) {
+		label("pause-y", map[string]string{"pause-env": "prod", "pause-extra": "yes"})
+		err := update(func(ro *v1alpha1.MTLSRollout) {
+			ro.Spec.NamespaceSelector = metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{{Key: "pause-env", Operator: metav1.LabelSelectorOpExists}}}
+		})
+		if err == nil || !strings.Contains(err.Error(), `MTLSRollout "pause-b"`) || !strings.Contains(err.Error(), "pause-y") || strings.Contains(err.Error(), "pause-x") {
+			t.Fatalf("want the change refused for pause-y only, got %v", err)
+		}
+	})
+}
+
+// applyPolicy applies spec.mode (none when mode is "") of the namespace's policy as
+// manager, as Argo CD or kubectl apply --server-side do.
+func applyPolicy(t *testing.T, ns, manager, mode string, force bool) error {
+	t.Helper()
+	u := &unstructured.Unstructured{}
+	u.SetAPIVersion(v1alpha1.GroupVersion.String())
+	u.SetKind("NamespaceMTLSPolicy")
+	u.SetNamespace(ns)
+	u.SetName("default")
+	if mode != "" {
+		if err := unstructured.SetNestedField(u.Object, mode, "spec", "mode"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	opts := []client.ApplyOption{client.FieldOwner(manager)}
+	if force {
+		opts = append(opts, client.ForceOwnership)
+	}
+	return k8s.Apply(context.Background(), client.ApplyConfigurationFromUnstructured(u), opts...)
+}
+
+// docs/rollout.md, "Handing spec.mode back to Git": what the recipe says works.
+func TestRolloutHandBackToGit(t *testing.T) {
+	startManager(t)
+	must(t, k8s.Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "handback"}}))
+	set := func() {
+		t.Helper()
+		eventually(t, 30*time.Second, "Git applies PERMISSIVE", func() error { return applyPolicy(t, "handback", "argocd-controller", "PERMISSIVE", true) })
+		if err := applyPolicy(t, "handback", "meshtls-rollout", "STRICT", true); err != nil { // the promotion
+			t.Fatal(err)
+		}
+	}
+	t.Run("should share spec.mode, not give it back, when Git applies the same value", func(t *testing.T) {
+		set()
+		if err := applyPolicy(t, "handback", "argocd-controller", "STRICT", false); err != nil {
+			t.Fatal(err)
+		}
+		mode, owners := policyMode(t, "handback")
+		if mode != v1alpha1.ModeStrict || !slices.Contains(owners, "meshtls-rollout/Apply") || !slices.Contains(owners, "argocd-controller/Apply") {
+			t.Fatalf("spec.mode %s owned by %v, want shared by both", mode, owners)
+		}
+	})
+	t.Run("should give spec.mode to Git alone when meshtls-rollout applies the object without it", func(t *testing.T) {
+		if err := applyPolicy(t, "handback", "meshtls-rollout", "", false); err != nil {
+			t.Fatal(err)
+		}
+		mode, owners := policyMode(t, "handback")
+		if mode != v1alpha1.ModeStrict || !slices.Equal(owners, []string{"argocd-controller/Apply"}) {
+			t.Fatalf("spec.mode %s owned by %v, want STRICT owned by argocd-controller alone", mode, owners)
+		}
+	})
+	t.Run("should give spec.mode to Git alone with a forced apply of a different value", func(t *testing.T) {
+		set()
+		if err := applyPolicy(t, "handback", "argocd-controller", "PERMISSIVE", false); err == nil || !apierrors.IsConflict(err) {
+			t.Fatalf("want a conflict with meshtls-rollout without --force-conflicts, got %v", err)
+		}
+		if err := applyPolicy(t, "handback", "argocd-controller", "STRICT", true); err != nil {
+			t.Fatal(err)
+		}
+		// Forcing the same value shares the field; the field manager that still holds
+		// it must let go (the apply without spec.mode above), or the value must differ.
+		mode, owners := policyMode(t, "handback")
+		t.Logf("after a forced apply of the same value: %s owned by %v", mode, owners)
+		if !slices.Contains(owners, "argocd-controller/Apply") {
+			t.Fatalf("spec.mode %s owned by %v", mode, owners)
+		}
+	})
+}
+
+func TestRolloutRollbackDeletesThePolicyItCreated(t *testing.T) {
+	startManager(t)
+	ps := &proxies{}
+	labels := map[string]string{"rollout": "created"}
+	meshedNamespace(t, ps, "created-a", labels, "", 1)
+	ps.run(t)
+	eventually(t, 30*time.Second, "create the rollout", func() error {
+		return ignoreExists(k8s.Create(context.Background(), newRollout("created", labels, false)))
+	})
+	expectNamespace(t, "created", "created-a", v1alpha1.NamespaceSoaking, "")
+	if e := nsStatus(getRollout(t, "created"), "created-a"); !e.CreatedPolicy || e.PreviousMode != v1alpha1.ModeUnset {
+		t.Fatalf("createdPolicy not recorded: %+v", e)
+	}
+	t.Run("should mark the policy it promoted until the namespace soaked", func(t *testing.T) {
+		p := &v1alpha1.NamespaceMTLSPolicy{}
+		if err := k8s.Get(context.Background(), client.ObjectKey{Namespace: "created-a", Name: "default"}, p); err != nil {
+			t.Fatal(err)
+		}
+		if p.Annotations[v1alpha1.AnnotationPromotedBy] != "created" || p.Annotations[v1alpha1.AnnotationPreviousMode] != "UNSET" || p.Annotations[v1alpha1.AnnotationPromotedAt] == "" {
+			t.Errorf("annotations %v", p.Annotations)
+		}
+	})
+	ps.get("created-a", "web-0").set(func(p *proxy) { p.rejected = 1 })
+	t.Run("should delete the policy it created on rollback, and end RolledBack", func(t *testing.T) {
+		expectNamespace(t, "created", "created-a", v1alpha1.NamespaceRolledBack, "the NamespaceMTLSPolicy the rollout created is deleted")
+		eventually(t, wait, "the policy is deleted", func() error {
+			err := k8s.Get(context.Background(), client.ObjectKey{Namespace: "created-a", Name: "default"}, &v1alpha1.NamespaceMTLSPolicy{})
+			if apierrors.IsNotFound(err) {
+				return nil
+			}
+			return fmt.Errorf("still there: %v", err)
+		})
+		ro := expectPhase(t, "created", v1alpha1.RolloutRolledBack)
+		if e := nsStatus(ro, "created-a"); e.RolledBackAt == nil {
+			t.Errorf("the successful rollback write is not recorded: %+v", e)
+		}
+	})
+}
