@@ -293,10 +293,15 @@ func TestRolloutPromotesOneNamespaceAtATimeAcrossARestart(t *testing.T) {
 			t.Errorf("%d namespaces were in flight at once, maxConcurrent is 1", h.maxFlying)
 		}
 		for _, ns := range []string{"shop-a", "shop-b", "shop-c"} {
-			s := h.of(ns)
-			if count(s, v1alpha1.NamespacePromoted) != 1 || count(s, v1alpha1.NamespaceSoaking) != 1 || s[len(s)-1] != v1alpha1.NamespaceSucceeded {
-				t.Errorf("%s went through %v, want one promotion and Succeeded", ns, s)
-			}
+			// The history is recorded from a watch, which may trail the Get that saw
+			// the phase by an event.
+			eventually(t, 10*time.Second, ns+" recorded as promoted once and Succeeded", func() error {
+				s := h.of(ns)
+				if count(s, v1alpha1.NamespacePromoted) != 1 || count(s, v1alpha1.NamespaceSoaking) != 1 || len(s) == 0 || s[len(s)-1] != v1alpha1.NamespaceSucceeded {
+					return fmt.Errorf("%s went through %v, want one promotion and Succeeded", ns, s)
+				}
+				return nil
+			})
 		}
 		if got := promotions() - before; got != 3 {
 			t.Errorf("%v promotions were recorded across both managers, want 3", got)
