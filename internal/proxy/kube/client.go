@@ -253,11 +253,31 @@ func (c *Client) Follow(ctx context.Context, seen func(*proxy.PodProxyConfig)) {
 	}
 }
 
+// StatusPatch is the merge patch that sets the status to exactly status in the
+// fields the proxy owns: an absent appliedHash, connections or lastPlaintextTime is
+// sent as null, so that a value someone else wrote does not survive the merge.
+func StatusPatch(status *proxy.PodProxyConfigStatus) ([]byte, error) {
+	raw, err := json.Marshal(status)
+	if err != nil {
+		return nil, err
+	}
+	m := map[string]any{}
+	if err := json.Unmarshal(raw, &m); err != nil {
+		return nil, err
+	}
+	for _, k := range []string{"appliedHash", "conditions", "connections", "lastPlaintextTime"} {
+		if _, ok := m[k]; !ok {
+			m[k] = nil
+		}
+	}
+	return json.Marshal(map[string]any{"status": m})
+}
+
 // PatchStatus writes the status subresource with a JSON merge patch as field
 // manager meshtls-proxy. Only the pod's own proxy may (the guard checks the token's
 // pod name); the operator never writes PodProxyConfig status.
 func (c *Client) PatchStatus(ctx context.Context, status *proxy.PodProxyConfigStatus) error {
-	body, err := json.Marshal(map[string]any{"status": status})
+	body, err := StatusPatch(status)
 	if err != nil {
 		return err
 	}

@@ -72,6 +72,8 @@ func Desired(written *proxy.PodProxyConfigStatus, o Observation, now time.Time) 
 	}
 	counts := o.Counts
 	st.Connections = &counts
+	// PatchStatus sends an absent lastPlaintextTime as null, so that a merge
+	// patch removes one someone else wrote.
 	if !o.LastPlaintext.IsZero() {
 		st.LastPlaintextTime = &proxy.Time{Time: o.LastPlaintext.Truncate(time.Second)}
 	}
@@ -98,6 +100,30 @@ func Decide(written, desired *proxy.PodProxyConfigStatus, lastWrite, now time.Ti
 		return false, due.Sub(now)
 	}
 	return true, 0
+}
+
+// Drifted reports whether the observed status differs from what the proxy last
+// wrote in anything the proxy owns: counters, lastPlaintextTime, appliedHash or
+// its conditions. A drifted status was forged or damaged and is rewritten.
+func Drifted(written, observed *proxy.PodProxyConfigStatus) bool {
+	if written == nil || observed == nil {
+		return false
+	}
+	if written.AppliedHash != observed.AppliedHash || !countsEqual(written.Connections, observed.Connections) ||
+		!timesEqual(written.LastPlaintextTime, observed.LastPlaintextTime) {
+		return true
+	}
+	for _, typ := range []string{proxy.ConditionApplied, proxy.ConditionCertificateReady} {
+		x, y := proxy.FindCondition(written.Conditions, typ), proxy.FindCondition(observed.Conditions, typ)
+		if (x == nil) != (y == nil) {
+			return true
+		}
+		if x != nil && (x.Status != y.Status || x.Reason != y.Reason || x.Message != y.Message ||
+			x.ObservedGeneration != y.ObservedGeneration || !x.LastTransitionTime.Equal(y.LastTransitionTime.Time)) {
+			return true
+		}
+	}
+	return false
 }
 
 func countsEqual(a, b *proxy.ConnectionCounts) bool {
@@ -146,12 +172,20 @@ type Reporter struct {
 	generation int64
 	written    *proxy.PodProxyConfigStatus // nil until the object was seen
 	lastWrite  time.Time
-	seen       chan struct{}
+	// observed is the status the watch last showed, when it differs from written:
+	// another writer (any container of the pod passes the guard) changed it.
+	observed *proxy.PodProxyConfigStatus
+	// lastFix is when the proxy last rewrote a status someone else had changed:
+	// at most once per Interval, so that a fight cannot become a write storm.
+	lastFix time.Time
+	seen    chan struct{}
 }
 
 // Observe tells the reporter about the PodProxyConfig as the watch saw it. The
 // first time (and when the object was re-created) its status becomes the baseline,
-// so that a restarted proxy does not rewrite an unchanged status.
+// so that a restarted proxy does not rewrite an unchanged status. Later, a status
+// that differs from what the proxy last wrote was written by someone else (the
+// guard cannot tell the pod's containers apart): the proxy rewrites its own.
 func (r *Reporter) Observe(obj *proxy.PodProxyConfig) {
 	if obj == nil {
 		return
@@ -166,6 +200,12 @@ func (r *Reporter) Observe(obj *proxy.PodProxyConfig) {
 		st := obj.Status
 		st.Conditions = append([]proxy.Condition(nil), st.Conditions...)
 		r.written = &st
+		r.observed = nil
+	} else if r.written != nil && Drifted(r.written, &obj.Status) {
+		st := obj.Status
+		r.observed = &st
+	} else {
+		r.observed = nil
 	}
 	r.mu.Unlock()
 	select {
@@ -238,7 +278,7 @@ func (r *Reporter) Run(ctx context.Context) {
 // changed). It returns how long until pending counters may be written.
 func (r *Reporter) step(ctx context.Context, final bool) (time.Duration, error) {
 	r.mu.Lock()
-	written, lastWrite := r.written, r.lastWrite
+	written, lastWrite, observed, lastFix := r.written, r.lastWrite, r.observed, r.lastFix
 	uid := r.uid
 	obs := r.observation()
 	r.mu.Unlock()
@@ -250,6 +290,20 @@ func (r *Reporter) step(ctx context.Context, final bool) (time.Duration, error) 
 	write, pending := Decide(written, want, lastWrite, now, r.Interval)
 	if final && pending > 0 {
 		write = true
+	}
+	fix := false
+	if !write && observed != nil {
+		// Someone else changed the status: rewrite the proxy's own, rate-limited.
+		if due := lastFix.Add(r.Interval); now.Before(due) {
+			if pending == 0 || due.Sub(now) < pending {
+				pending = due.Sub(now)
+			}
+		} else {
+			write, fix = true, true
+			if r.Log != nil {
+				r.Log.Warn("PodProxyConfig status was changed by another writer; rewriting the proxy's own")
+			}
+		}
 	}
 	if !write {
 		return pending, nil
@@ -263,6 +317,10 @@ func (r *Reporter) step(ctx context.Context, final bool) (time.Duration, error) 
 	r.mu.Lock()
 	if r.uid == uid {
 		r.written, r.lastWrite = want, now
+		r.observed = nil // the watch shows the next change, ours or another's
+		if fix || observed != nil {
+			r.lastFix = now
+		}
 	}
 	r.mu.Unlock()
 	return 0, nil
