@@ -136,10 +136,16 @@ func plaintextSeen(pods []Pod, env *checkEnv) *blocker {
 func notWatchedLongEnough(pods []Pod, env *checkEnv) *blocker {
 	var worst *Pod
 	var worstUntil time.Time
+	var unknown []string
 	n := 0
 	for i := range pods {
 		p := &pods[i]
-		if !p.Config || p.SidecarMissing || p.Created.IsZero() {
+		if !p.Config || p.SidecarMissing {
+			continue
+		}
+		if p.Created.IsZero() {
+			// No evidence of how long it was watched: fail closed.
+			unknown = append(unknown, p.Name)
 			continue
 		}
 		until := p.watchedUntil(env.window, env.lag)
@@ -152,6 +158,9 @@ func notWatchedLongEnough(pods []Pod, env *checkEnv) *blocker {
 		}
 	}
 	if worst == nil {
+		if len(unknown) > 0 {
+			return &blocker{message: fmt.Sprintf("%s no known start, so no plaintext window: %s", ofPods(len(unknown), len(pods), "has", "have"), nameFew(unknown))}
+		}
 		return nil
 	}
 	windowEnd := worst.Created.Add(env.window)

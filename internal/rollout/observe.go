@@ -91,7 +91,7 @@ type Pod struct {
 	// STRICT ports since it started.
 	RejectedPlaintext int64
 	// Created is when the PodProxyConfig was created: the proxy cannot have seen
-	// anything before. Zero: unknown (treated as watched long enough).
+	// anything before. Zero: unknown, so never counted as watched (fail closed).
 	Created time.Time
 	// ReportedAt is the proxy's latest status write (zero: none).
 	ReportedAt time.Time

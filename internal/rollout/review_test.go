@@ -279,3 +279,34 @@ func TestReviewCreatedPolicy(t *testing.T) {
 		}
 	})
 }
+
+func TestReviewPodWithoutStart(t *testing.T) {
+	t.Run("should not count a pod whose start is unknown as watched for the plaintext window", func(t *testing.T) {
+		p := Pod{Name: "a-0", Config: true, Applied: true, CertificateReady: true, NamespaceMode: permissive}
+		r := Step(baseSpec(), v1alpha1.MTLSRolloutStatus{}, Observation{Selected: []string{"a"}, Pods: map[string][]Pod{"a": {p}}}, t0)
+		if len(r.Actions) > 0 {
+			t.Fatalf("promoted a pod of unknown age: %v", r.Actions)
+		}
+		contains(t, "message", nsEntry(t, r.Status, "a").Message, "1 of 1 pods has no known start, so no plaintext window: a-0")
+	})
+}
+
+func TestReviewPodFromTimes(t *testing.T) {
+	t.Run("should read the start from creationTimestamp and the last report from the status entries of managedFields", func(t *testing.T) {
+		at := func(d time.Duration) *metav1.Time { return &metav1.Time{Time: t0.Add(d)} }
+		ppc := &v1alpha1.PodProxyConfig{
+			ObjectMeta: metav1.ObjectMeta{CreationTimestamp: *at(-5 * time.Minute), ManagedFields: []metav1.ManagedFieldsEntry{
+				{Manager: "meshtls-operator", Operation: metav1.ManagedFieldsOperationApply, Time: at(-time.Second)},
+				{Manager: "meshtls-proxy", Operation: metav1.ManagedFieldsOperationUpdate, Subresource: "status", Time: at(-2 * time.Minute)},
+			}},
+			Spec: v1alpha1.PodProxyConfigSpec{PodUID: "u", Decision: []v1alpha1.Decision{{Scope: v1alpha1.ScopeWorkload, Kind: "WorkloadMTLSPolicy", Name: "legacy", Mode: permissive}}},
+		}
+		p := PodFrom("a-0", "u", ppc)
+		if !p.Created.Equal(t0.Add(-5*time.Minute)) || !p.ReportedAt.Equal(t0.Add(-2*time.Minute)) {
+			t.Errorf("created %v, reported %v", p.Created, p.ReportedAt)
+		}
+		if !p.WorkloadDecides || p.WorkloadMode != permissive || p.WorkloadPolicy != "legacy" {
+			t.Errorf("workload: %+v", p)
+		}
+	})
+}

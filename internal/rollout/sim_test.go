@@ -134,7 +134,8 @@ func (s *sim) observe() Observation {
 		pods := []Pod{}
 		for _, sp := range s.ns[name].pods {
 			p := Pod{Name: sp.name, Config: true, SidecarMissing: sp.noSidecar, NamespaceMode: sp.configMode,
-				Applied: sp.appliedMode == sp.configMode, CertificateReady: !sp.noCert, LastPlaintext: sp.plaintext, RejectedPlaintext: sp.rejected}
+				Applied: sp.appliedMode == sp.configMode, CertificateReady: !sp.noCert, LastPlaintext: sp.plaintext, RejectedPlaintext: sp.rejected,
+				Created: s.start.Add(-time.Hour)} // running long before the rollout
 			if sp.noCert {
 				p.CertificateReason = "Issuing"
 			}

@@ -52,7 +52,7 @@ type podOpt func(*Pod)
 
 // pod is a pod ready for promotion whose configuration follows a STRICT namespace.
 func pod(name string, opts ...podOpt) Pod {
-	p := Pod{Name: name, Config: true, Applied: true, NamespaceMode: strict, CertificateReady: true}
+	p := Pod{Name: name, Config: true, Applied: true, NamespaceMode: strict, CertificateReady: true, Created: t0.Add(-time.Hour)}
 	for _, o := range opts {
 		o(&p)
 	}

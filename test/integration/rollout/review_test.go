@@ -192,3 +192,47 @@ func TestRolloutRollbackDeletesThePolicyItCreated(t *testing.T) {
 		}
 	})
 }
+
+func TestRolloutRecreatedMidSoakResumesTheSoak(t *testing.T) {
+	ctx := context.Background()
+	startManager(t)
+	ps := &proxies{}
+	labels := map[string]string{"rollout": "again"}
+	meshedNamespace(t, ps, "again-a", labels, v1alpha1.ModePermissive, 1)
+	ps.run(t)
+	long := func() *v1alpha1.MTLSRollout {
+		ro := newRollout("again", labels, false)
+		ro.Spec.SoakDuration = &metav1.Duration{Duration: time.Minute}
+		return ro
+	}
+	eventually(t, 30*time.Second, "create the rollout", func() error { return ignoreExists(k8s.Create(ctx, long())) })
+	expectNamespace(t, "again", "again-a", v1alpha1.NamespaceSoaking, "soaking")
+	must(t, k8s.Delete(ctx, getRollout(t, "again")))
+	eventually(t, 10*time.Second, "the rollout is gone", func() error {
+		if err := k8s.Get(ctx, client.ObjectKey{Name: "again"}, &v1alpha1.MTLSRollout{}); !apierrors.IsNotFound(err) {
+			return fmt.Errorf("still there: %v", err)
+		}
+		return nil
+	})
+	eventually(t, 30*time.Second, "create it again", func() error { return ignoreExists(k8s.Create(ctx, long())) })
+	t.Run("should resume the soak, with the previous mode, instead of skipping the namespace as already STRICT", func(t *testing.T) {
+		expectNamespace(t, "again", "again-a", v1alpha1.NamespaceSoaking, "promoted by MTLSRollout again at")
+		if e := nsStatus(getRollout(t, "again"), "again-a"); e.PreviousMode != v1alpha1.ModePermissive {
+			t.Errorf("previousMode %q", e.PreviousMode)
+		}
+	})
+	t.Run("should roll it back to that mode when plaintext is rejected, and remove the marks", func(t *testing.T) {
+		ps.get("again-a", "web-0").set(func(p *proxy) { p.rejected = 2 })
+		expectPhase(t, "again", v1alpha1.RolloutRolledBack)
+		eventually(t, wait, "PERMISSIVE again, unmarked", func() error {
+			p := &v1alpha1.NamespaceMTLSPolicy{}
+			if err := k8s.Get(ctx, client.ObjectKey{Namespace: "again-a", Name: "default"}, p); err != nil {
+				return err
+			}
+			if p.Spec.Mode != v1alpha1.ModePermissive || p.Annotations[v1alpha1.AnnotationPromotedBy] != "" {
+				return fmt.Errorf("mode %s, annotations %v", p.Spec.Mode, p.Annotations)
+			}
+			return nil
+		})
+	})
+}
