@@ -41,11 +41,24 @@ type Metrics struct {
 	reloads     *family
 	families    []*family
 	start       time.Time
+
+	// ports are the port label values in use: at most MaxPortLabels, so that no
+	// client can make a series per port it connects to.
+	portsMu sync.RWMutex
+	ports   map[string]struct{}
 }
+
+// OtherPort is the port label of a port the proxy was not told about (not in the
+// PodProxyConfig's inbound.ports, not an explicit listener, not a configured
+// outbound destination), and of every port beyond MaxPortLabels.
+const OtherPort = "other"
+
+// MaxPortLabels caps the distinct port label values (besides "other").
+const MaxPortLabels = 256
 
 // NewMetrics makes the proxy's metrics.
 func NewMetrics() *Metrics {
-	m := &Metrics{start: time.Now()}
+	m := &Metrics{start: time.Now(), ports: map[string]struct{}{}}
 	m.connections = m.counter("meshtls_proxy_connections_total",
 		"Connections by direction (inbound, outbound), application or destination port, mode and result.", "direction", "port", "mode", "result")
 	m.received = m.counter("meshtls_proxy_received_bytes_total",
@@ -148,8 +161,33 @@ func (c Counter) Add(n int) {
 	}
 }
 
-func (m *Metrics) connection(direction string, port int, mode Mode, result string) {
-	m.connections.with(direction, strconv.Itoa(port), string(mode), result).count.Add(1)
+// portLabel is the port label of a connection: the port when the proxy knows it
+// (and the cap is not reached), else OtherPort.
+func (m *Metrics) portLabel(port int, known bool) string {
+	if !known {
+		return OtherPort
+	}
+	p := strconv.Itoa(port)
+	m.portsMu.RLock()
+	_, ok := m.ports[p]
+	m.portsMu.RUnlock()
+	if ok {
+		return p
+	}
+	m.portsMu.Lock()
+	defer m.portsMu.Unlock()
+	if _, ok := m.ports[p]; !ok {
+		if len(m.ports) >= MaxPortLabels {
+			return OtherPort
+		}
+		m.ports[p] = struct{}{}
+	}
+	return p
+}
+
+// connection counts one connection; port is a label from portLabel.
+func (m *Metrics) connection(direction, port string, mode Mode, result string) {
+	m.connections.with(direction, port, string(mode), result).count.Add(1)
 }
 
 func (m *Metrics) handshakeDone(direction string, seconds float64, ok bool) {
@@ -165,9 +203,8 @@ func (m *Metrics) activeAdd(direction string, d int64) { m.active.with(direction
 func (m *Metrics) reload(what string) { m.reloads.with(what).count.Add(1) }
 
 // byteCounters returns the received and sent counters of one connection.
-func (m *Metrics) byteCounters(direction string, port int) (received, sent Counter) {
-	p := strconv.Itoa(port)
-	return Counter{m.received.with(direction, p)}, Counter{m.sent.with(direction, p)}
+func (m *Metrics) byteCounters(direction, port string) (received, sent Counter) {
+	return Counter{m.received.with(direction, port)}, Counter{m.sent.with(direction, port)}
 }
 
 // Value sums the series of a metric whose labels include want (tests, and the

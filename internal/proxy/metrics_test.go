@@ -13,10 +13,10 @@ import (
 // Prometheus' own parser.
 func TestMetricsExposition(t *testing.T) {
 	m := NewMetrics()
-	m.connection(inbound, 8080, ModeStrict, ResultMTLS)
-	m.connection(inbound, 8080, ModeStrict, ResultMTLS)
-	m.connection(inbound, 9090, ModePermissive, ResultPlaintext)
-	rx, tx := m.byteCounters(inbound, 8080)
+	m.connection(inbound, "8080", ModeStrict, ResultMTLS)
+	m.connection(inbound, "8080", ModeStrict, ResultMTLS)
+	m.connection(inbound, "9090", ModePermissive, ResultPlaintext)
+	rx, tx := m.byteCounters(inbound, "8080")
 	rx.Add(100)
 	tx.Add(7)
 	m.handshakeDone(inbound, 0.0003, true)
@@ -24,7 +24,7 @@ func TestMetricsExposition(t *testing.T) {
 	m.activeAdd(outbound, 3)
 	writes := m.Counter("meshtls_proxy_status_writes_total", "Writes.")
 	writes.Add(2)
-	m.connection(outbound, 1, Mode(`we"ird\`), "x\ny")
+	m.connection(outbound, "1", Mode(`we"ird\`), "x\ny")
 
 	var buf bytes.Buffer
 	m.write(&buf)

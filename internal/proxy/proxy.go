@@ -96,6 +96,9 @@ type Proxy struct {
 
 	conns     sync.WaitGroup
 	listeners sync.Map // net.Listener -> struct{}
+	// explicitIn and explicitOut are the ports of explicit listeners (int ->
+	// struct{}): known ports, labelled by number in the metrics.
+	explicitIn, explicitOut sync.Map
 	closing   atomic.Bool
 }
 
@@ -398,6 +401,9 @@ func (p *Proxy) ServeInbound(ln net.Listener, appPort int) error {
 	if appPort == 0 && p.opts.OriginalDst == nil {
 		return errors.New("transparent inbound needs SO_ORIGINAL_DST support, which this build lacks")
 	}
+	if appPort != 0 {
+		p.explicitIn.Store(appPort, struct{}{})
+	}
 	return p.serve(ln, func(c net.Conn) {
 		port := appPort
 		if port == 0 {
@@ -423,6 +429,9 @@ func (p *Proxy) ServeInbound(ln net.Listener, appPort int) error {
 func (p *Proxy) ServeOutbound(ln net.Listener, dst netip.AddrPort) error {
 	if !dst.IsValid() && p.opts.OriginalDst == nil {
 		return errors.New("transparent outbound needs SO_ORIGINAL_DST support, which this build lacks")
+	}
+	if dst.IsValid() {
+		p.explicitOut.Store(int(dst.Port()), struct{}{})
 	}
 	return p.serve(ln, func(c net.Conn) {
 		to := dst
@@ -522,10 +531,11 @@ func (p *Proxy) inbound(c net.Conn, port int) {
 	start := time.Now()
 	st := p.state.Load()
 	mode := st.config.ModeFor(port)
+	lbl := p.inboundLabel(st, port)
 
 	if mode == ModeDisable {
 		// No sniffing: bytes pass as they come, TLS included.
-		p.plaintext(c, nil, port, mode)
+		p.plaintext(c, nil, port, lbl, mode)
 		return
 	}
 	firstByte := start.Add(p.opts.HandshakeTimeout)
@@ -534,7 +544,7 @@ func (p *Proxy) inbound(c net.Conn, port int) {
 	}
 	proto, prefix, err := sniff(c, firstByte, start.Add(p.opts.HandshakeTimeout))
 	if err != nil && !errors.Is(err, errSilent) {
-		m.connection(inbound, port, mode, ResultClientClosed)
+		m.connection(inbound, lbl, mode, ResultClientClosed)
 		_ = c.Close()
 		return
 	}
@@ -542,32 +552,47 @@ func (p *Proxy) inbound(c net.Conn, port int) {
 	// enforce the one current now.
 	st = p.state.Load()
 	mode = st.config.ModeFor(port)
+	lbl = p.inboundLabel(st, port)
 	switch {
 	case proto == Plaintext && mode == ModeStrict:
 		p.counters.RejectedPlaintext.Add(1)
-		m.connection(inbound, port, mode, ResultRejectedPlaintext)
+		m.connection(inbound, lbl, mode, ResultRejectedPlaintext)
 		_ = c.Close()
 	case proto == Plaintext || mode == ModeDisable:
-		p.plaintext(c, prefix, port, mode)
+		p.plaintext(c, prefix, port, lbl, mode)
 	default:
-		p.terminate(c, prefix, port, mode, st, start)
+		p.terminate(c, prefix, port, lbl, mode, st, start)
 	}
+}
+
+// inboundLabel is the metrics port label of an inbound port: its number when the
+// PodProxyConfig names it in inbound.ports or an explicit listener serves it,
+// else "other" (a client chooses the port it connects to).
+func (p *Proxy) inboundLabel(st *state, port int) string {
+	known := false
+	if st.config != nil {
+		_, known = st.config.Ports[port]
+	}
+	if !known {
+		_, known = p.explicitIn.Load(port)
+	}
+	return p.opts.Metrics.portLabel(port, known)
 }
 
 // plaintext forwards a plaintext (or DISABLE) connection to the application,
 // replaying the sniffed prefix first.
-func (p *Proxy) plaintext(c net.Conn, prefix []byte, port int, mode Mode) {
+func (p *Proxy) plaintext(c net.Conn, prefix []byte, port int, lbl string, mode Mode) {
 	m := p.opts.Metrics
 	p.counters.Plaintext.Add(1)
 	p.counters.LastPlaintext.Store(time.Now().UnixNano())
 	up, err := p.dialApp(port)
 	if err != nil {
-		m.connection(inbound, port, mode, ResultUpstreamError)
+		m.connection(inbound, lbl, mode, ResultUpstreamError)
 		_ = c.Close()
 		return
 	}
-	m.connection(inbound, port, mode, ResultPlaintext)
-	received, sent := m.byteCounters(inbound, port)
+	m.connection(inbound, lbl, mode, ResultPlaintext)
+	received, sent := m.byteCounters(inbound, lbl)
 	if len(prefix) > 0 {
 		if _, err := up.Write(prefix); err != nil {
 			_ = c.Close()
@@ -580,11 +605,11 @@ func (p *Proxy) plaintext(c net.Conn, prefix []byte, port int, mode Mode) {
 }
 
 // terminate runs the TLS handshake of an inbound mTLS connection and forwards it.
-func (p *Proxy) terminate(c net.Conn, prefix []byte, port int, mode Mode, st *state, start time.Time) {
+func (p *Proxy) terminate(c net.Conn, prefix []byte, port int, lbl string, mode Mode, st *state, start time.Time) {
 	m := p.opts.Metrics
 	if st.server == nil {
 		p.counters.HandshakeFailures.Add(1)
-		m.connection(inbound, port, mode, ResultNoCertificate)
+		m.connection(inbound, lbl, mode, ResultNoCertificate)
 		p.opts.Log.Debug("refusing a TLS client: no usable certificate", "port", port, "why", st.noTLS)
 		_ = c.Close()
 		return
@@ -596,7 +621,7 @@ func (p *Proxy) terminate(c net.Conn, prefix []byte, port int, mode Mode, st *st
 	m.handshakeDone(inbound, time.Since(hsStart).Seconds(), err == nil)
 	if err != nil {
 		p.counters.HandshakeFailures.Add(1)
-		m.connection(inbound, port, mode, ResultHandshakeFailure)
+		m.connection(inbound, lbl, mode, ResultHandshakeFailure)
 		p.opts.Log.Debug("inbound handshake failed", "port", port, "remote", c.RemoteAddr(), "err", err)
 		_ = c.Close()
 		return
@@ -605,12 +630,12 @@ func (p *Proxy) terminate(c net.Conn, prefix []byte, port int, mode Mode, st *st
 	p.counters.MTLS.Add(1)
 	up, err := p.dialApp(port)
 	if err != nil {
-		m.connection(inbound, port, mode, ResultUpstreamError)
+		m.connection(inbound, lbl, mode, ResultUpstreamError)
 		_ = tc.Close()
 		return
 	}
-	m.connection(inbound, port, mode, ResultMTLS)
-	received, sent := m.byteCounters(inbound, port)
+	m.connection(inbound, lbl, mode, ResultMTLS)
+	received, sent := m.byteCounters(inbound, lbl)
 	relay(tc, up, received, sent)
 }
 
@@ -629,19 +654,21 @@ func (p *Proxy) outbound(c net.Conn, dst netip.AddrPort) {
 	defer m.activeAdd(outbound, -1)
 	port := int(dst.Port())
 	expected, meshed := p.opts.Destinations.Lookup(dst)
+	_, explicit := p.explicitOut.Load(port)
+	lbl := m.portLabel(port, meshed || explicit)
 	mode := Mode("NONE")
 	if meshed {
 		mode = "MTLS"
 	}
 	up, err := net.DialTimeout("tcp", dst.String(), p.opts.DialTimeout)
 	if err != nil {
-		m.connection(outbound, port, mode, ResultUpstreamError)
+		m.connection(outbound, lbl, mode, ResultUpstreamError)
 		_ = c.Close()
 		return
 	}
-	received, sent := m.byteCounters(outbound, port)
+	received, sent := m.byteCounters(outbound, lbl)
 	if !meshed {
-		m.connection(outbound, port, mode, ResultPassthrough)
+		m.connection(outbound, lbl, mode, ResultPassthrough)
 		relay(c, up, received, sent)
 		return
 	}
@@ -649,7 +676,7 @@ func (p *Proxy) outbound(c net.Conn, dst netip.AddrPort) {
 	// connection.
 	cfg := p.state.Load().clientConfig(p, expected)
 	if cfg == nil {
-		m.connection(outbound, port, mode, ResultNoCertificate)
+		m.connection(outbound, lbl, mode, ResultNoCertificate)
 		_ = c.Close()
 		_ = up.Close()
 		return
@@ -660,13 +687,13 @@ func (p *Proxy) outbound(c net.Conn, dst netip.AddrPort) {
 	err = tc.Handshake()
 	m.handshakeDone(outbound, time.Since(hsStart).Seconds(), err == nil)
 	if err != nil {
-		m.connection(outbound, port, mode, ResultHandshakeFailure)
+		m.connection(outbound, lbl, mode, ResultHandshakeFailure)
 		p.opts.Log.Debug("outbound handshake failed", "destination", dst, "expected", expected, "err", err)
 		_ = c.Close()
 		_ = up.Close()
 		return
 	}
 	_ = up.SetDeadline(time.Time{})
-	m.connection(outbound, port, mode, ResultMTLS)
+	m.connection(outbound, lbl, mode, ResultMTLS)
 	relay(c, tc, received, sent)
 }
