@@ -83,7 +83,9 @@ func (r *MTLSRolloutReconciler) observe(ctx context.Context, ro *v1alpha1.MTLSRo
 			if m, ok := markOf(p); ok {
 				obs.Marks[ns] = m
 			}
-			if w := modeWriter(p); w != "" {
+			if w, err := r.modeWriterOf(ctx, ro, p); err != nil {
+				return obs, err
+			} else if w != "" {
 				obs.ModeWriters[ns] = w
 			}
 		case !apierrors.IsNotFound(err):
@@ -162,6 +164,34 @@ func markOf(p *v1alpha1.NamespaceMTLSPolicy) (rollout.Mark, bool) {
 		m.At = t
 	}
 	return m, true
+}
+
+// modeWriterOf names who last wrote spec.mode of a policy the rollout promoted and
+// that no longer says the target mode. The cache keeps no managedFields, so the policy
+// is read from the API, and only then: someone contests the rollout's write.
+func (r *MTLSRolloutReconciler) modeWriterOf(ctx context.Context, ro *v1alpha1.MTLSRollout, cached *v1alpha1.NamespaceMTLSPolicy) (string, error) {
+	target := ro.Spec.TargetMode
+	if target == "" {
+		target = v1alpha1.ModeStrict
+	}
+	if cached.Spec.Mode == target {
+		return "", nil
+	}
+	soaking := false
+	for _, e := range ro.Status.Namespaces {
+		soaking = soaking || (e.Name == cached.Namespace && e.State == v1alpha1.NamespaceSoaking)
+	}
+	if !soaking {
+		return "", nil
+	}
+	p := &v1alpha1.NamespaceMTLSPolicy{}
+	if err := r.Reader.Get(ctx, client.ObjectKeyFromObject(cached), p); err != nil {
+		if apierrors.IsNotFound(err) {
+			return "", nil
+		}
+		return "", fmt.Errorf("failed to get NamespaceMTLSPolicy %s/default: %w", cached.Namespace, err)
+	}
+	return modeWriter(p), nil
 }
 
 // modeWriter names the field manager other than the rollout that last wrote spec.mode

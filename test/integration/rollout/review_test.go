@@ -236,3 +236,61 @@ func TestRolloutRecreatedMidSoakResumesTheSoak(t *testing.T) {
 		})
 	})
 }
+
+func TestRolloutProgressDeadlineAndContestedMode(t *testing.T) {
+	ctx := context.Background()
+	startManager(t)
+	ps := &proxies{}
+	labels := map[string]string{"rollout": "deadline"}
+	meshedNamespace(t, ps, "deadline-a", labels, v1alpha1.ModePermissive, 1)
+	ps.get("deadline-a", "web-0").set(func(p *proxy) { p.hold = true })
+	ps.run(t)
+	ro := newRollout("deadline", labels, false)
+	ro.Spec.ProgressDeadline = &metav1.Duration{Duration: 3 * time.Second}
+	ro.Spec.SoakDuration = &metav1.Duration{Duration: time.Minute}
+	eventually(t, 30*time.Second, "create the rollout", func() error { return ignoreExists(k8s.Create(ctx, ro)) })
+
+	t.Run("should set Stalled NamespaceNotReady naming the namespace and its pods past progressDeadline, and keep waiting", func(t *testing.T) {
+		eventually(t, wait, "Stalled", func() error {
+			ro := getRollout(t, "deadline")
+			c := condition(ro, v1alpha1.ConditionStalled)
+			if c.Status != metav1.ConditionTrue || c.Reason != v1alpha1.RolloutReasonNamespaceNotReady || ro.Status.Phase != v1alpha1.RolloutProgressing ||
+				!strings.Contains(c.Message, "namespace deadline-a has been waiting for") || !strings.Contains(c.Message, "web-0") {
+				return fmt.Errorf("phase %s, Stalled %+v", ro.Status.Phase, c)
+			}
+			return nil
+		})
+	})
+	ps.get("deadline-a", "web-0").set(func(p *proxy) { p.hold = false })
+	t.Run("should clear Stalled when the namespace moves", func(t *testing.T) {
+		expectNamespace(t, "deadline", "deadline-a", v1alpha1.NamespaceSoaking, "soaking")
+		if c := condition(getRollout(t, "deadline"), v1alpha1.ConditionStalled); c.Status != metav1.ConditionFalse {
+			t.Errorf("Stalled = %+v", c)
+		}
+	})
+
+	t.Run("should fail the namespace ModeContested, naming the writer, when spec.mode is changed a fourth time during the soak", func(t *testing.T) {
+		for i := 1; i <= 4; i++ {
+			eventually(t, wait, fmt.Sprintf("soaking before change %d", i), func() error {
+				e := nsStatus(getRollout(t, "deadline"), "deadline-a")
+				if e.State != v1alpha1.NamespaceSoaking || e.SoakRestarts != int32(i-1) {
+					return fmt.Errorf("%s after %d restarts: %s", e.State, e.SoakRestarts, e.Message)
+				}
+				return nil
+			})
+			eventually(t, 10*time.Second, "the team sets PERMISSIVE", func() error {
+				p := &v1alpha1.NamespaceMTLSPolicy{}
+				if err := k8s.Get(ctx, client.ObjectKey{Namespace: "deadline-a", Name: "default"}, p); err != nil {
+					return err
+				}
+				p.Spec.Mode = v1alpha1.ModePermissive
+				return k8s.Update(ctx, p, client.FieldOwner("team-edit"))
+			})
+		}
+		ro := expectPhase(t, "deadline", v1alpha1.RolloutFailed)
+		e := nsStatus(ro, "deadline-a")
+		if e.State != v1alpha1.NamespaceFailed || e.Reason != v1alpha1.RolloutReasonModeContested || !strings.Contains(e.Message, "last by field manager team-edit") {
+			t.Errorf("deadline-a: %+v", e)
+		}
+	})
+}
