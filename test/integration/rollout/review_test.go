@@ -294,3 +294,39 @@ func TestRolloutProgressDeadlineAndContestedMode(t *testing.T) {
 		}
 	})
 }
+
+func TestRolloutSaysWhichPodsAWorkloadPolicyKeepsWeaker(t *testing.T) {
+	ctx := context.Background()
+	startManager(t)
+	ps := &proxies{}
+	labels := map[string]string{"rollout": "legacy"}
+	meshedNamespace(t, ps, "legacy-a", labels, v1alpha1.ModePermissive, 2)
+	eventually(t, 30*time.Second, "create WorkloadMTLSPolicy legacy", func() error {
+		return ignoreExists(k8s.Create(ctx, &v1alpha1.WorkloadMTLSPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: "legacy-a", Name: "legacy"},
+			Spec: v1alpha1.WorkloadMTLSPolicySpec{Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "web"}}, Mode: v1alpha1.ModePermissive}}))
+	})
+	ps.run(t)
+	eventually(t, 30*time.Second, "the workload policy decides the pods", func() error {
+		ppc := &v1alpha1.PodProxyConfig{}
+		if err := k8s.Get(ctx, client.ObjectKey{Namespace: "legacy-a", Name: "web-1"}, ppc); err != nil {
+			return err
+		}
+		for _, d := range ppc.Spec.Decision {
+			if d.Scope == v1alpha1.ScopeWorkload && d.Name == "legacy" {
+				return nil
+			}
+		}
+		return fmt.Errorf("decision %+v", ppc.Spec.Decision)
+	})
+	eventually(t, 30*time.Second, "create the rollout", func() error { return ignoreExists(k8s.Create(ctx, newRollout("legacy", labels, false))) })
+	t.Run("should end Succeeded without calling the namespace STRICT, naming the policy and its pods", func(t *testing.T) {
+		ro := expectPhase(t, "legacy", v1alpha1.RolloutSucceeded)
+		e := nsStatus(ro, "legacy-a")
+		if !strings.Contains(e.Message, "STRICT except 2 pods kept PERMISSIVE by WorkloadMTLSPolicy legacy") || e.Reason != "WorkloadExceptions" {
+			t.Errorf("legacy-a: %+v", e)
+		}
+		if c := condition(ro, v1alpha1.ConditionReady); strings.Contains(c.Message, "every selected namespace is STRICT") || !strings.Contains(c.Message, "WorkloadMTLSPolicies keep some pods weaker") {
+			t.Errorf("Ready = %+v", c)
+		}
+	})
+}
