@@ -49,6 +49,7 @@ type proxyFlags struct {
 	podName, podNamespace, podUID   string
 	trustDomain, keyExchange        string
 	upstreamHost                    string
+	inboundUpstream                 string
 	sniffTimeout, handshakeTimeout  time.Duration
 	dialTimeout, statusInterval     time.Duration
 	drainTimeout                    time.Duration
@@ -79,7 +80,8 @@ func parseProxyFlags(args []string) (*proxyFlags, error) {
 	fs.StringVar(&f.podUID, "pod-uid", os.Getenv("POD_UID"), "the pod's UID; a PodProxyConfig for another UID is not applied [POD_UID]")
 	fs.StringVar(&f.trustDomain, "trust-domain", "", "mesh trust domain until the PodProxyConfig names one; default: from the pod's certificate")
 	fs.StringVar(&f.keyExchange, "key-exchange", "X25519,P-256", "TLS 1.3 key-exchange groups in order of preference (add X25519MLKEM768 for post-quantum hybrid key exchange, at about twice the handshake CPU)")
-	fs.StringVar(&f.upstreamHost, "upstream-host", "127.0.0.1", "address of the application")
+	fs.StringVar(&f.upstreamHost, "upstream-host", "127.0.0.1", "address of the application for explicit inbound listeners (and for captured inbound with --inbound-upstream=localhost)")
+	fs.StringVar(&f.inboundUpstream, "inbound-upstream", "original", "where captured inbound connections go: original (the pod address and port the client dialled, so a port bound to localhost stays private) or localhost (--upstream-host at the original port: every localhost-only port becomes reachable from the network)")
 	fs.DurationVar(&f.sniffTimeout, "sniff-timeout", 200*time.Millisecond, "PERMISSIVE: how long to wait for a client's first byte before treating it as a server-first plaintext client")
 	fs.DurationVar(&f.handshakeTimeout, "handshake-timeout", 10*time.Second, "bound on a TLS handshake, and on a STRICT port's wait for a ClientHello")
 	fs.DurationVar(&f.dialTimeout, "dial-timeout", 5*time.Second, "bound on connecting to the application or a destination")
@@ -94,6 +96,9 @@ func parseProxyFlags(args []string) (*proxyFlags, error) {
 	}
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	if f.inboundUpstream != "original" && f.inboundUpstream != "localhost" {
+		return nil, fmt.Errorf("--inbound-upstream=%q: want original or localhost", f.inboundUpstream)
 	}
 	return f, nil
 }
@@ -141,7 +146,8 @@ func runProxy(ctx context.Context, args []string) error {
 	src := proxy.NewFileSource(f.certDir, f.trustDir, log)
 	p := proxy.New(src, proxy.Options{
 		SniffTimeout: f.sniffTimeout, HandshakeTimeout: f.handshakeTimeout, DialTimeout: f.dialTimeout,
-		KeyExchange: groups, UpstreamHost: f.upstreamHost, TrustDomain: f.trustDomain, PodUID: f.podUID,
+		KeyExchange: groups, UpstreamHost: f.upstreamHost, InboundToLocalhost: f.inboundUpstream == "localhost",
+		TrustDomain: f.trustDomain, PodUID: f.podUID,
 		OriginalDst: originalDst, Destinations: dests, Metrics: metrics, Log: log,
 	})
 

@@ -42,7 +42,7 @@ func TestMetricsUnknownPortsShareOneSeries(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	// A known port keeps its number.
-	p.inbound(closedConn(t), 8080)
+	p.inbound(closedConn(t), 8080, netip.AddrPort{})
 
 	f := p.Metrics().connections
 	f.mu.RLock()

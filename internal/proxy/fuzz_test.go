@@ -3,6 +3,7 @@ package proxy
 import (
 	"io"
 	"net"
+	"net/netip"
 	"testing"
 	"time"
 
@@ -57,7 +58,7 @@ func FuzzHandshakeInput(f *testing.F) {
 		}()
 		done := make(chan struct{})
 		go func() {
-			p.inbound(s, 1)
+			p.inbound(s, 1, netip.AddrPort{})
 			close(done)
 		}()
 		select {

@@ -31,8 +31,15 @@ type Options struct {
 	DialTimeout time.Duration
 	// KeyExchange are the TLS 1.3 groups, in order of preference.
 	KeyExchange []tls.CurveID
-	// UpstreamHost is where the application listens (127.0.0.1).
+	// UpstreamHost is where the application listens for explicit inbound listeners,
+	// and for the transparent one with InboundToLocalhost (127.0.0.1).
 	UpstreamHost string
+	// InboundToLocalhost makes the transparent inbound listener forward to
+	// UpstreamHost at the original port, as before: then a port the application
+	// binds to localhost only becomes reachable from the network. By default it
+	// forwards to the connection's original destination (the pod's own address and
+	// port), so the application sees what it would without the proxy.
+	InboundToLocalhost bool
 	// TrustDomain is the mesh trust domain to use until a PodProxyConfig names one
 	// (through spec.identity); empty: taken from the pod's own certificate.
 	TrustDomain string
@@ -99,7 +106,7 @@ type Proxy struct {
 	// explicitIn and explicitOut are the ports of explicit listeners (int ->
 	// struct{}): known ports, labelled by number in the metrics.
 	explicitIn, explicitOut sync.Map
-	closing   atomic.Bool
+	closing                 atomic.Bool
 }
 
 // Counters are the inbound connection counters reported in the PodProxyConfig
@@ -405,21 +412,25 @@ func (p *Proxy) ServeInbound(ln net.Listener, appPort int) error {
 		p.explicitIn.Store(appPort, struct{}{})
 	}
 	return p.serve(ln, func(c net.Conn) {
-		port := appPort
-		if port == 0 {
-			dst, err := p.originalDst(c)
-			if err != nil {
-				p.opts.Log.Debug("no original destination", "remote", c.RemoteAddr(), "err", err)
-				_ = c.Close()
-				return
-			}
-			port = int(dst.Port())
-			if isLoop(ln, dst) {
-				_ = c.Close()
-				return
-			}
+		if appPort != 0 {
+			p.inbound(c, appPort, netip.AddrPort{})
+			return
 		}
-		p.inbound(c, port)
+		dst, err := p.originalDst(c)
+		if err != nil {
+			p.opts.Log.Debug("no original destination", "remote", c.RemoteAddr(), "err", err)
+			_ = c.Close()
+			return
+		}
+		if isLoop(ln, dst) {
+			_ = c.Close()
+			return
+		}
+		up := netip.AddrPortFrom(dst.Addr().Unmap(), dst.Port())
+		if p.opts.InboundToLocalhost {
+			up = netip.AddrPort{}
+		}
+		p.inbound(c, int(dst.Port()), up)
 	})
 }
 
@@ -523,8 +534,9 @@ const (
 	outbound = "outbound"
 )
 
-// inbound handles one connection for an application port.
-func (p *Proxy) inbound(c net.Conn, port int) {
+// inbound handles one connection for an application port. up is where the
+// application is reached: the original destination; invalid: UpstreamHost:port.
+func (p *Proxy) inbound(c net.Conn, port int, up netip.AddrPort) {
 	m := p.opts.Metrics
 	m.activeAdd(inbound, 1)
 	defer m.activeAdd(inbound, -1)
@@ -535,7 +547,7 @@ func (p *Proxy) inbound(c net.Conn, port int) {
 
 	if mode == ModeDisable {
 		// No sniffing: bytes pass as they come, TLS included.
-		p.plaintext(c, nil, port, lbl, mode)
+		p.plaintext(c, nil, port, up, lbl, mode)
 		return
 	}
 	firstByte := start.Add(p.opts.HandshakeTimeout)
@@ -559,9 +571,9 @@ func (p *Proxy) inbound(c net.Conn, port int) {
 		m.connection(inbound, lbl, mode, ResultRejectedPlaintext)
 		_ = c.Close()
 	case proto == Plaintext || mode == ModeDisable:
-		p.plaintext(c, prefix, port, lbl, mode)
+		p.plaintext(c, prefix, port, up, lbl, mode)
 	default:
-		p.terminate(c, prefix, port, lbl, mode, st, start)
+		p.terminate(c, prefix, port, up, lbl, mode, st, start)
 	}
 }
 
@@ -581,11 +593,11 @@ func (p *Proxy) inboundLabel(st *state, port int) string {
 
 // plaintext forwards a plaintext (or DISABLE) connection to the application,
 // replaying the sniffed prefix first.
-func (p *Proxy) plaintext(c net.Conn, prefix []byte, port int, lbl string, mode Mode) {
+func (p *Proxy) plaintext(c net.Conn, prefix []byte, port int, to netip.AddrPort, lbl string, mode Mode) {
 	m := p.opts.Metrics
 	p.counters.Plaintext.Add(1)
 	p.counters.LastPlaintext.Store(time.Now().UnixNano())
-	up, err := p.dialApp(port)
+	up, err := p.dialApp(port, to)
 	if err != nil {
 		m.connection(inbound, lbl, mode, ResultUpstreamError)
 		_ = c.Close()
@@ -605,7 +617,7 @@ func (p *Proxy) plaintext(c net.Conn, prefix []byte, port int, lbl string, mode 
 }
 
 // terminate runs the TLS handshake of an inbound mTLS connection and forwards it.
-func (p *Proxy) terminate(c net.Conn, prefix []byte, port int, lbl string, mode Mode, st *state, start time.Time) {
+func (p *Proxy) terminate(c net.Conn, prefix []byte, port int, to netip.AddrPort, lbl string, mode Mode, st *state, start time.Time) {
 	m := p.opts.Metrics
 	if st.server == nil {
 		p.counters.HandshakeFailures.Add(1)
@@ -628,7 +640,7 @@ func (p *Proxy) terminate(c net.Conn, prefix []byte, port int, lbl string, mode 
 	}
 	_ = c.SetDeadline(time.Time{})
 	p.counters.MTLS.Add(1)
-	up, err := p.dialApp(port)
+	up, err := p.dialApp(port, to)
 	if err != nil {
 		m.connection(inbound, lbl, mode, ResultUpstreamError)
 		_ = tc.Close()
@@ -639,10 +651,22 @@ func (p *Proxy) terminate(c net.Conn, prefix []byte, port int, lbl string, mode 
 	relay(tc, up, received, sent)
 }
 
-func (p *Proxy) dialApp(port int) (net.Conn, error) {
-	up, err := net.DialTimeout("tcp", net.JoinHostPort(p.opts.UpstreamHost, strconv.Itoa(port)), p.opts.DialTimeout)
+// dialApp connects to the application: at to, the original destination of a
+// captured connection, or (to invalid) at UpstreamHost:port. The original
+// destination is dialled from its own address: binding fails unless it is one of
+// the pod's own, so the proxy never relays a connection someone routed through
+// the pod to another host. The capture rules leave the proxy's connection alone
+// (its user is excluded, and it leaves through lo).
+func (p *Proxy) dialApp(port int, to netip.AddrPort) (net.Conn, error) {
+	d := net.Dialer{Timeout: p.opts.DialTimeout}
+	addr := net.JoinHostPort(p.opts.UpstreamHost, strconv.Itoa(port))
+	if to.IsValid() {
+		addr = to.String()
+		d.LocalAddr = &net.TCPAddr{IP: to.Addr().AsSlice(), Zone: to.Addr().Zone()}
+	}
+	up, err := d.Dial("tcp", addr)
 	if err != nil {
-		p.opts.Log.Debug("the application port does not answer", "port", port, "err", err)
+		p.opts.Log.Debug("the application port does not answer", "address", addr, "err", err)
 	}
 	return up, err
 }

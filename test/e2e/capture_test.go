@@ -26,7 +26,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -149,9 +148,9 @@ func TestCaptureInNetworkNamespaces(t *testing.T) {
 	}{
 		// Inbound.
 		{"inbound IPv4 is captured", clientNS, appUID, podV4 + ":8080",
-			[]string{via(inject.InboundPort, podV4+":8080"), "app 8080 peer 127.0.0.1:"}},
+			[]string{via(inject.InboundPort, podV4+":8080"), "app 8080 peer " + podV4 + ":"}},
 		{"inbound IPv6 is captured", clientNS, appUID, "[" + podV6 + "]:8080",
-			[]string{via(inject.InboundPort, "["+podV6+"]:8080"), "app 8080 peer 127.0.0.1:"}},
+			[]string{via(inject.InboundPort, "["+podV6+"]:8080"), "app 8080 peer [" + podV6 + "]:"}},
 		{"inbound to an excluded port goes straight to the application", clientNS, appUID, podV4 + ":8081",
 			[]string{"app 8081 peer " + clientV4 + ":"}},
 		{"inbound IPv6 to an excluded port goes straight to the application", clientNS, appUID, "[" + podV6 + "]:8081",
@@ -415,7 +414,12 @@ func runHelper(role string) int {
 // port it reached and from where, then closes.
 func helperApp(ports string) error {
 	for _, p := range strings.Split(ports, ",") {
-		ln, err := net.Listen("tcp", ":"+p)
+		addr := ":" + p // a bare port: every address; else HOST:PORT
+		if strings.Contains(p, ":") {
+			addr = p
+			_, p, _ = strings.Cut(p, ":")
+		}
+		ln, err := net.Listen("tcp", addr)
 		if err != nil {
 			return err
 		}
@@ -436,8 +440,8 @@ func helperApp(ports string) error {
 
 // helperForwarder is the stand-in for the proxy's transparent listeners: it asks
 // the kernel for each connection's original destination, reports it on stdout and
-// to the client, and splices the connection to the application on localhost
-// (inbound) or to the original destination (outbound).
+// to the client, and splices the connection to the original destination (inbound:
+// the application on the pod's address, as meshtls-proxy does by default).
 func helperForwarder(inbound, outbound string) error {
 	var mu sync.Mutex
 	report := func(format string, args ...any) {
@@ -463,11 +467,15 @@ func helperForwarder(inbound, outbound string) error {
 						report("refused %s %v", dir, err)
 						return
 					}
-					target := dst.String()
+					// Both directions go to the original destination, as the
+					// proxy does: inbound, the pod's own address, dialled from
+					// it as the proxy's user, which the rules must not capture
+					// again (the event count below would show a loop).
+					d := net.Dialer{Timeout: 5 * time.Second}
 					if dir == "inbound" {
-						target = netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), dst.Port()).String()
+						d.LocalAddr = &net.TCPAddr{IP: dst.Addr().AsSlice()}
 					}
-					up, err := net.DialTimeout("tcp", target, 5*time.Second)
+					up, err := d.Dial("tcp", dst.String())
 					if err != nil {
 						report("failed %s %s: %v", dir, dst, err)
 						return

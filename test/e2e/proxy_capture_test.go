@@ -89,7 +89,7 @@ spec:
   configHash: sha256:netns
   inbound:
     mode: STRICT
-    ports: [{port: 8081, mode: PERMISSIVE}, {port: 8082, mode: DISABLE}]
+    ports: [{port: 8081, mode: PERMISSIVE}, {port: 8082, mode: DISABLE}, {port: 8083, mode: DISABLE}]
 `, e2eServerID))
 
 	podNS, clientNS := makeNamespaces(t)
@@ -102,13 +102,14 @@ spec:
 	}
 
 	// The pod: the application (server-first: it greets and closes) and the proxy.
-	startHelper(t, podNS, nsOpts{uid: appUID}, self, "app", "PORTS=8080,8081,8082")
+	// 8083 is bound to localhost only: private to the pod, with or without the proxy.
+	startHelper(t, podNS, nsOpts{uid: appUID}, self, "app", "PORTS=8080,8081,8082,127.0.0.1:8083")
 	startNSProxy(t, podNS, nsOpts{uid: proxyUID}, proxyBin, "--config="+podConfig, "--cert-dir="+serverDir, "--trust-dir="+trustDir,
 		"--handshake-timeout=1s", "--sniff-timeout=100ms",
 		"--outbound-destination="+clientV4+":9443="+e2eServerID)
 	// Outside the pod: a plain server, and a meshed one behind its own proxy.
 	startHelper(t, clientNS, nsOpts{uid: appUID}, self, "app", "PORTS=9090")
-	peerConfig := writeConfig("peer.yaml", strings.ReplaceAll(strings.ReplaceAll(string(mustRead(t, podConfig)), "sha256:netns", "sha256:peer"), "ports: [{port: 8081, mode: PERMISSIVE}, {port: 8082, mode: DISABLE}]", "ports: []"))
+	peerConfig := writeConfig("peer.yaml", strings.ReplaceAll(strings.ReplaceAll(string(mustRead(t, podConfig)), "sha256:netns", "sha256:peer"), "ports: [{port: 8081, mode: PERMISSIVE}, {port: 8082, mode: DISABLE}, {port: 8083, mode: DISABLE}]", "ports: []"))
 	startNSProxy(t, clientNS, nsOpts{uid: proxyUID}, proxyBin, "--config="+peerConfig, "--cert-dir="+serverDir, "--trust-dir="+trustDir,
 		"--inbound-capture-addr=", "--outbound-capture-addr=", "--inbound-listen=:9443=9090")
 
@@ -119,13 +120,16 @@ spec:
 		tls    bool
 		greets string // "" : refused
 	}{
-		{"STRICT port, mTLS client", podV4 + ":8080", true, "app 8080 peer 127.0.0.1:"},
-		{"STRICT port, IPv6 mTLS client", "[" + podV6 + "]:8080", true, "app 8080 peer 127.0.0.1:"},
+		// The proxy connects to the address the client dialled, from it: the
+		// application sees the pod's own address, never a loopback one.
+		{"STRICT port, mTLS client", podV4 + ":8080", true, "app 8080 peer " + podV4 + ":"},
+		{"STRICT port, IPv6 mTLS client", "[" + podV6 + "]:8080", true, "app 8080 peer [" + podV6 + "]:"},
 		{"STRICT port, plaintext client", podV4 + ":8080", false, ""},
-		{"PERMISSIVE port, mTLS client", podV4 + ":8081", true, "app 8081 peer 127.0.0.1:"},
-		{"PERMISSIVE port, server-first plaintext client", podV4 + ":8081", false, "app 8081 peer 127.0.0.1:"},
-		{"DISABLE port, plaintext client", podV4 + ":8082", false, "app 8082 peer 127.0.0.1:"},
-		{"DISABLE port, IPv6 plaintext client", "[" + podV6 + "]:8082", false, "app 8082 peer 127.0.0.1:"},
+		{"PERMISSIVE port, mTLS client", podV4 + ":8081", true, "app 8081 peer " + podV4 + ":"},
+		{"PERMISSIVE port, server-first plaintext client", podV4 + ":8081", false, "app 8081 peer " + podV4 + ":"},
+		{"DISABLE port, plaintext client", podV4 + ":8082", false, "app 8082 peer " + podV4 + ":"},
+		{"DISABLE port, IPv6 plaintext client", "[" + podV6 + "]:8082", false, "app 8082 peer [" + podV6 + "]:"},
+		{"a port bound to localhost only stays private", podV4 + ":8083", false, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c, err := dialInNS(clientNS, tc.dst)
