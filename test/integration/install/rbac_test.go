@@ -42,6 +42,7 @@ var writeUses = []writeUse{
 	{"security.meshtls.io", "mtlsrollouts/status", "update", "controllers/mtlsrollout_controller.go", "r.Client.Status().Update(ctx, ro", "rollout phase and namespaces"},
 	{"security.meshtls.io", "namespacemtlspolicies", "create", "controllers/mtlsrollout_controller.go", "client.FieldOwner(RolloutFieldManager)", "promotion applies NamespaceMTLSPolicy default, creating it when missing"},
 	{"security.meshtls.io", "namespacemtlspolicies", "patch", "controllers/mtlsrollout_controller.go", "client.FieldOwner(RolloutFieldManager)", "promotion and rollback apply spec.mode (server-side apply)"},
+	{"security.meshtls.io", "namespacemtlspolicies", "delete", "controllers/mtlsrollout_controller.go", "r.Client.Delete(ctx, p, client.Preconditions{UID: &uid", "rollback deletes a NamespaceMTLSPolicy the rollout created, when nobody else owns a field"},
 	{"cert-manager.io", "certificates", "create", "controllers/identity_certificate_controller.go", "r.Client.Create(ctx, want", "one Certificate per meshed ServiceAccount"},
 	{"cert-manager.io", "certificates", "update", "controllers/identity_certificate_controller.go", "r.Client.Update(ctx, next", "a Certificate follows the mesh policy"},
 	{"cert-manager.io", "certificates", "patch", "controllers/identity_certificate_controller.go", "r.Client.Apply(ctx, ac", "a Certificate follows the mesh policy (server-side apply)"},
