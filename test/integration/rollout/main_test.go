@@ -9,7 +9,6 @@ package rollout
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -18,7 +17,6 @@ import (
 
 	"go.uber.org/zap/zapcore"
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -100,36 +98,10 @@ func startManager(t *testing.T) *manager {
 	m := &manager{cancel: cancel, done: make(chan error, 1)}
 	go func() { m.done <- mgr.Start(ctx) }()
 	t.Cleanup(m.stop)
-	if err := waitForInjection(ctx); err != nil {
+	if err := env.WaitForInjection(ctx, 60*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	return m
-}
-
-// waitForInjection waits until the API server calls this manager's injector: a
-// webhook configuration just created, or a webhook server just started, takes a
-// moment to be in force, and a pod created before that is admitted without a sidecar.
-func waitForInjection(ctx context.Context) error {
-	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "injection-probe", Labels: map[string]string{"meshtls.io/inject": "enabled"}}}
-	if err := k8s.Create(ctx, ns); err != nil && !apierrors.IsAlreadyExists(err) {
-		return err
-	}
-	var last error
-	for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
-		pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns.Name, Name: "probe"},
-			Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "registry.example/app:1"}}}}
-		if last = k8s.Create(ctx, pod, client.DryRunAll); last != nil {
-			continue
-		}
-		// The proxy is a native sidecar: an init container that keeps running.
-		for _, c := range append(pod.Spec.InitContainers, pod.Spec.Containers...) {
-			if c.Name == "meshtls-proxy" {
-				return nil
-			}
-		}
-		last = errors.New("a pod was admitted without a sidecar")
-	}
-	return fmt.Errorf("the injector is not in force: %v", last)
 }
 
 // stop stops the manager and waits until it has (it releases the webhook port).

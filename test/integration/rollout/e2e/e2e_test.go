@@ -119,7 +119,7 @@ func run(m *testing.M) int {
 	}
 	done := make(chan error, 1)
 	go func() { done <- mgr.Start(ctx) }()
-	if err := waitForInjection(ctx); err != nil {
+	if err := env.WaitForInjection(ctx, 60*time.Second); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
@@ -129,32 +129,6 @@ func run(m *testing.M) int {
 		fmt.Fprintf(os.Stderr, "manager: %v\n", err)
 	}
 	return code
-}
-
-// waitForInjection waits until the API server calls the injector: a webhook
-// configuration just created takes a moment to be in force, and a pod created before
-// that is admitted without a sidecar.
-func waitForInjection(ctx context.Context) error {
-	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "injection-probe", Labels: map[string]string{"meshtls.io/inject": "enabled"}}}
-	if err := k8s.Create(ctx, ns); err != nil && !apierrors.IsAlreadyExists(err) {
-		return err
-	}
-	var last error
-	for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
-		pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns.Name, Name: "probe"},
-			Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "registry.example/app:1"}}}}
-		if last = k8s.Create(ctx, pod, client.DryRunAll); last != nil {
-			continue
-		}
-		// The proxy is a native sidecar: an init container that keeps running.
-		for _, c := range append(pod.Spec.InitContainers, pod.Spec.Containers...) {
-			if c.Name == "meshtls-proxy" {
-				return nil
-			}
-		}
-		last = errors.New("a pod was admitted without a sidecar")
-	}
-	return fmt.Errorf("the injector is not in force: %v", last)
 }
 
 func eventually(t *testing.T, timeout time.Duration, what string, check func() error) {
