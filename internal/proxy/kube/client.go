@@ -39,6 +39,12 @@ type Client struct {
 	Namespace string
 	Name      string
 	Log       *slog.Logger
+
+	// watchSeconds is each watch's timeoutSeconds; 0: 300 to 600, at random.
+	watchSeconds int
+	// watchMargin is how long past timeoutSeconds a watch may last before the
+	// client ends it itself; 0: 30 seconds.
+	watchMargin time.Duration
 }
 
 // NewClient makes a client for the PodProxyConfig namespace/name.
@@ -155,8 +161,21 @@ var errExpired = errors.New("resourceVersion expired")
 // for each version of the object (nil: deleted). It returns the last
 // resourceVersion it saw.
 func (c *Client) watch(ctx context.Context, rv string, seen func(*proxy.PodProxyConfig)) (string, error) {
-	timeout := 300 + rand.IntN(300) // spread re-watches of many proxies
+	timeout := c.watchSeconds
+	if timeout <= 0 {
+		timeout = 300 + rand.IntN(300) // spread re-watches of many proxies
+	}
+	margin := c.watchMargin
+	if margin <= 0 {
+		margin = 30 * time.Second
+	}
 	u := c.base + "?" + c.selector() + "&watch=true&allowWatchBookmarks=true&timeoutSeconds=" + strconv.Itoa(timeout) + "&resourceVersion=" + url.QueryEscape(rv)
+	// The server ends the watch after timeoutSeconds; a stream that outlives it
+	// by the margin is stalled (a dead connection, a stuck intermediary): end it
+	// here, so that Follow lists and watches again.
+	parent := ctx
+	ctx, cancel := context.WithTimeout(ctx, time.Duration(timeout)*time.Second+margin)
+	defer cancel()
 	resp, err := c.do(ctx, http.MethodGet, u, "", nil)
 	if err != nil {
 		if statusCode(err) == http.StatusGone {
@@ -169,8 +188,11 @@ func (c *Client) watch(ctx context.Context, rv string, seen func(*proxy.PodProxy
 	for {
 		var ev watchEvent
 		if err := dec.Decode(&ev); err != nil {
-			if errors.Is(err, io.EOF) || ctx.Err() != nil {
+			if errors.Is(err, io.EOF) || parent.Err() != nil {
 				return rv, nil
+			}
+			if ctx.Err() != nil {
+				return rv, fmt.Errorf("the watch outlived its timeoutSeconds=%d by %s: the stream stalled; watching again", timeout, margin)
 			}
 			return rv, fmt.Errorf("watch stream: %w", err)
 		}

@@ -141,6 +141,14 @@ func FromKubeconfig(path string) (*Config, error) {
 	return cfg, nil
 }
 
+// HTTP/2 health checks: a ping after this long without a frame, and the
+// connection closed when the ping gets no answer within h2PingTimeout. Variables
+// so that a test can shorten them.
+var (
+	h2ReadIdleTimeout = 30 * time.Second
+	h2PingTimeout     = 15 * time.Second
+)
+
 // HTTPClient returns a client that authenticates to the API server. It speaks
 // HTTP/2, so that many watches (one process running many proxies' clients, in the
 // benchmark) share a connection.
@@ -183,6 +191,11 @@ func (c *Config) HTTPClient() (*http.Client, error) {
 		ForceAttemptHTTP2:   true,
 		IdleConnTimeout:     90 * time.Second,
 		MaxIdleConnsPerHost: 4,
+		// A watch is a long-lived stream on a shared HTTP/2 connection: when the
+		// connection dies silently (a NAT entry dropped, an API server gone away
+		// without a FIN) nothing would ever arrive and the proxy would keep a stale
+		// configuration. Health pings close a connection that stops answering.
+		HTTP2: &http.HTTP2Config{SendPingTimeout: h2ReadIdleTimeout, PingTimeout: h2PingTimeout},
 	}
 	var rt http.RoundTripper = tr
 	if c.Token != "" || c.TokenFile != "" {
