@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"strconv"
@@ -28,6 +29,15 @@ type Health struct {
 	Probes map[string]AppProbe
 	// Host is where the application listens (127.0.0.1).
 	Host string
+	// Log receives why an application probe failed; nil: the proxy's log.
+	Log *slog.Logger
+}
+
+func (h *Health) log() *slog.Logger {
+	if h.Log != nil {
+		return h.Log
+	}
+	return h.Proxy.opts.Log
 }
 
 // AppProbe is the part of a Kubernetes probe the proxy runs: the handler and its
@@ -98,7 +108,10 @@ func (h *Health) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		if err := h.run(r.Context(), p); err != nil {
-			http.Error(w, "probe "+key+" failed: "+err.Error(), http.StatusServiceUnavailable)
+			// The details (addresses, the application's answer) go to the log,
+			// not to whoever can reach the health port.
+			h.log().Info("application probe failed", "probe", key, "err", err)
+			http.Error(w, "probe "+key+" failed", http.StatusServiceUnavailable)
 			return
 		}
 		_, _ = io.WriteString(w, "ok\n")

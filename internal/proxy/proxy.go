@@ -201,6 +201,9 @@ func (p *Proxy) SetConfig(obj *PodProxyConfig) {
 		return
 	}
 	c, err := ConfigFromSpec(obj)
+	if err == nil && p.opts.PodUID != "" && c.PodUID == "" {
+		err = fmt.Errorf("spec.podUID is empty, so it cannot be told from a previous pod's of the same name (this pod's UID is %s); waiting for the operator to set it", p.opts.PodUID)
+	}
 	if err == nil && p.opts.PodUID != "" && c.PodUID != "" && c.PodUID != p.opts.PodUID {
 		err = fmt.Errorf("spec.podUID %s is not this pod's UID %s (a previous pod of the same name?); waiting for the operator to update it", c.PodUID, p.opts.PodUID)
 	}
@@ -240,7 +243,7 @@ func (p *Proxy) Applied() Applied {
 func (p *Proxy) Certificate() CertificateVerdict { return p.state.Load().cert }
 
 // Ready says whether the proxy is ready to serve: a configuration is applied and,
-// where a port accepts only mTLS, the certificate is usable.
+// where a port accepts only mTLS, the pod's own certificate is valid.
 func (p *Proxy) Ready() (bool, string) {
 	st := p.state.Load()
 	if st.config == nil {
@@ -248,6 +251,11 @@ func (p *Proxy) Ready() (bool, string) {
 	}
 	if st.config.NeedsCertificate() && st.server == nil {
 		return false, "a STRICT port needs a certificate: " + st.noTLS
+	}
+	// A certificate that loads is not enough: it must be valid for the pod's own
+	// identity (not expired, not another workload's), or every peer refuses it.
+	if st.config.NeedsCertificate() && !st.cert.Ready {
+		return false, "a STRICT port needs a valid certificate: " + st.cert.Reason + ": " + st.cert.Message
 	}
 	return true, "ok"
 }
