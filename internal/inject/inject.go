@@ -408,14 +408,6 @@ func ValidateAnnotations(pod *corev1.Pod) field.ErrorList {
 	return errs
 }
 
-// Skip says why a pod must not be injected, or "" when it may be.
-func Skip(pod *corev1.Pod) string {
-	if pod.Spec.HostNetwork {
-		return "the pod uses the host network, which the proxy cannot capture without capturing the node"
-	}
-	return ""
-}
-
 // Inject adds the proxy to pod in place. It returns an error only for input it cannot
 // inject safely (a container already named like ours, a bad exclusion annotation).
 func Inject(pod *corev1.Pod, cfg Config) error {

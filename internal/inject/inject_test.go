@@ -100,9 +100,6 @@ func TestInjectRefusals(t *testing.T) {
 			}
 		})
 	}
-	if Skip(&corev1.Pod{Spec: corev1.PodSpec{HostNetwork: true}}) == "" {
-		t.Error("host-network pods must be skipped")
-	}
 }
 
 func TestResources(t *testing.T) {
