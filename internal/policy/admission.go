@@ -207,7 +207,12 @@ func (ix *Index) AdmitWorkloadPolicy(p, old *WorkloadPolicy, portIndex map[int32
 				f.other, p.Namespace, NameFew(f.pods))))
 		}
 	}
-	for _, o := range overlaps {
+	for i, o := range overlaps {
+		if i == maxWarned {
+			// Bounded, like every other list in an admission answer.
+			a.Warnings = append(a.Warnings, fmt.Sprintf("%s may overlap with %d more WorkloadMTLSPolicies in namespace %s", what, len(overlaps)-maxWarned, p.Namespace))
+			break
+		}
 		a.Warnings = append(a.Warnings, fmt.Sprintf(
 			"%s may overlap with WorkloadMTLSPolicy %q in namespace %s: no pod is selected by both yet, but a pod that is would be decided by the older policy only", what, o, p.Namespace))
 	}

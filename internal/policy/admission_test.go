@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 
@@ -201,5 +202,16 @@ func TestAdmitPodExclusions(t *testing.T) {
 	errs := floored.index().AdmitPod(p).ToAggregate()
 	if errs == nil || !strings.Contains(errs.Error(), "ports 8081, 15050 out of capture") || strings.Contains(errs.Error(), "15021") {
 		t.Errorf("want 8081 and 15050 (an application may listen there) refused, and the proxy's port 15021 not named, got %v", errs)
+	}
+}
+
+func TestOverlapWarningsAreBounded(t *testing.T) {
+	w := world{namespaces: []Namespace{meshedNS("shop")}}
+	for i := 0; i < 25; i++ {
+		w.workloads = append(w.workloads, workload("shop", fmt.Sprintf("p%02d", i), 0, selecting("tier", fmt.Sprintf("t%d", i))))
+	}
+	got := w.index().AdmitWorkloadPolicy(workload("shop", "broad", 1, selecting("app", "x")), nil, nil)
+	if len(got.Warnings) != maxWarned+1 || !strings.Contains(got.Warnings[maxWarned], "15 more") {
+		t.Errorf("want %d warnings and a count of the rest, got %d: %v", maxWarned+1, len(got.Warnings), got.Warnings)
 	}
 }
