@@ -16,7 +16,6 @@ import (
 	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/rand"
@@ -42,19 +41,11 @@ func TestProxyFollowsItsPodProxyConfig(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	admin := env.Client
-	must := func(err error) {
-		t.Helper()
-		if err != nil && !apierrors.IsAlreadyExists(err) {
-			t.Fatal(err)
-		}
-	}
+	must := func(err error) { t.Helper(); mustExist(t, err) }
 
 	// The guard, and an operator identity it lets write PodProxyConfigs.
 	must(env.ApplyFile(ctx, filepath.Join(testenv.RepoRoot(), "config", "guard", "podproxyconfig_guard.yaml")))
-	const operatorUser = "system:serviceaccount:meshtls-system:meshtls-operator"
-	must(admin.Create(ctx, &rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: "e2e-proxy-operator"},
-		RoleRef:  rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: "cluster-admin"},
-		Subjects: []rbacv1.Subject{{Kind: "User", Name: operatorUser}}}))
+	bindOperator(ctx, t, admin)
 	opCfg := rest.CopyConfig(env.Config)
 	opCfg.Impersonate = rest.ImpersonationConfig{UserName: operatorUser, Groups: []string{"system:serviceaccounts", "system:authenticated"}}
 	operator, err := client.New(opCfg, client.Options{Scheme: scheme.New()})

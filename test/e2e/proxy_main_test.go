@@ -23,6 +23,11 @@ import (
 	"testing"
 	"time"
 
+	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
 	"github.com/meshtls/meshtls-operator/internal/proxy/testpki"
 	"github.com/meshtls/meshtls-operator/internal/testenv"
 )
@@ -317,4 +322,26 @@ func httpApp(t *testing.T) int {
 	go func() { _ = srv.Serve(ln) }()
 	t.Cleanup(func() { srv.Close() })
 	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// operatorUser is the operator's ServiceAccount, the only writer of PodProxyConfigs
+// the guard lets through.
+const operatorUser = "system:serviceaccount:meshtls-system:meshtls-operator"
+
+// mustExist fails the test on err, unless the object already exists (the tests of
+// this package share one control plane).
+func mustExist(t *testing.T, err error) {
+	t.Helper()
+	if err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatal(err)
+	}
+}
+
+// bindOperator gives operatorUser cluster-admin, so that a test can act as the
+// operator (by impersonation) with the guard in force.
+func bindOperator(ctx context.Context, t *testing.T, admin client.Client) {
+	t.Helper()
+	mustExist(t, admin.Create(ctx, &rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: "e2e-proxy-operator"},
+		RoleRef:  rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: "cluster-admin"},
+		Subjects: []rbacv1.Subject{{Kind: "User", Name: operatorUser}}}))
 }

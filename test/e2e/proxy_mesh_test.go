@@ -14,7 +14,6 @@ import (
 
 	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
-	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -41,12 +40,7 @@ func TestProxyMeshEndToEnd(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	admin := env.Client
-	must := func(err error) {
-		t.Helper()
-		if err != nil && !apierrors.IsAlreadyExists(err) {
-			t.Fatal(err)
-		}
-	}
+	must := func(err error) { t.Helper(); mustExist(t, err) }
 	root := testenv.RepoRoot()
 	for _, f := range []string{"config/rbac/proxy_role.yaml", "config/guard/podproxyconfig_guard.yaml"} {
 		must(env.ApplyFile(ctx, filepath.Join(root, f)))
@@ -54,10 +48,7 @@ func TestProxyMeshEndToEnd(t *testing.T) {
 
 	// The manager, as the operator's service account (the guard lets only it write
 	// PodProxyConfigs).
-	const operatorUser = "system:serviceaccount:meshtls-system:meshtls-operator"
-	must(admin.Create(ctx, &rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: "e2e-proxy-operator"},
-		RoleRef:  rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: "cluster-admin"},
-		Subjects: []rbacv1.Subject{{Kind: "User", Name: operatorUser}}}))
+	bindOperator(ctx, t, admin)
 	kc, err := clientcmd.LoadFromFile(env.KubeconfigPath)
 	if err != nil {
 		t.Fatal(err)
